@@ -1,0 +1,146 @@
+// The CPU loop over time of an Elman layer, forward and backward. Each direction is an independent loop,
+// so a bidirectional layer runs its two directions on two threads at once.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "../cell_math.h"
+#include "../elman_layer.h"
+#include "blas.h"
+
+namespace rnnfast {
+namespace cpu {
+namespace {
+
+inline int64_t rows_at(const int64_t* batch_sizes, int64_t t, int64_t B) {
+  return batch_sizes ? batch_sizes[t] : B;
+}
+
+// Steps of direction d in the order the forward pass visits them: 0..T-1, or T-1..0 for the reverse direction.
+inline int64_t step_at(int64_t d, int64_t i, int64_t T) { return d == 0 ? i : T - 1 - i; }
+
+template <typename scalar_t, Activation A>
+void forward_direction(scalar_t* out, const scalar_t* h0, const scalar_t* w_hh, scalar_t* h_n, const ElmanSizes& s,
+                       int64_t d, const int64_t* batch_sizes) {
+  // out: (T, B, D*H), this direction's columns start at d*H; h0, h_n: (B, H); w_hh: (H, H).
+  const int64_t H = s.H, B = s.B, ld = s.D * s.H;
+  auto z_at = [&](int64_t t) { return out + t * B * ld + d * H; };
+  int64_t prev_t = -1, prev_rows = 0;
+  for (int64_t i = 0; i < s.T; ++i) {
+    const int64_t t = step_at(d, i, s.T);
+    const int64_t rows = rows_at(batch_sizes, t, B);
+    scalar_t* z = z_at(t);
+    // Rows that ran the previous step continue from its output; rows starting now (the first step, or a
+    // shorter sequence joining a reverse pass) start from h0.
+    const int64_t continuing = std::min(rows, prev_rows);
+    if (continuing > 0) gemm_row_major<scalar_t>(true, continuing, H, H, z_at(prev_t), ld, w_hh, H, 1, z, ld);
+    gemm_row_major<scalar_t>(true, rows - continuing, H, H, h0 + continuing * H, H, w_hh, H, 1,
+                             z + continuing * ld, ld);
+    for (int64_t b = 0; b < rows; ++b) {
+      scalar_t* zb = z + b * ld;
+      for (int64_t j = 0; j < H; ++j) zb[j] = ActivationFn<A>::forward(zb[j]);
+    }
+    for (int64_t b = rows; b < B; ++b) std::fill_n(z + b * ld, H, scalar_t(0));
+    prev_t = t;
+    prev_rows = rows;
+  }
+  // Each row's last state: the reverse pass ends every row at t = 0, the forward pass at t = length - 1.
+  for (int64_t b = 0; b < B; ++b) {
+    int64_t last = 0;
+    if (d == 0) {
+      last = s.T - 1;
+      while (batch_sizes && batch_sizes[last] <= b) --last;
+    }
+    std::copy_n(z_at(last) + b * ld, H, h_n + b * H);
+  }
+}
+
+template <typename scalar_t, Activation A>
+void backward_direction(scalar_t* grad_z, scalar_t* grad_h, const scalar_t* out, const scalar_t* w_hh,
+                        const ElmanSizes& s, int64_t d, const int64_t* batch_sizes) {
+  // grad_z, out: (T, B, D*H), this direction's columns start at d*H; grad_h: (B, H); w_hh: (H, H).
+  const int64_t H = s.H, B = s.B, ld = s.D * s.H;
+  for (int64_t i = s.T - 1; i >= 0; --i) {
+    const int64_t t = step_at(d, i, s.T);
+    const int64_t rows = rows_at(batch_sizes, t, B);
+    scalar_t* gz = grad_z + t * B * ld + d * H;
+    const scalar_t* h = out + t * B * ld + d * H;
+    for (int64_t b = 0; b < rows; ++b) {
+      for (int64_t j = 0; j < H; ++j) {
+        const scalar_t g = gz[b * ld + j] + grad_h[b * H + j];
+        gz[b * ld + j] = g * ActivationFn<A>::derivative_from_output(h[b * ld + j]);
+      }
+    }
+    for (int64_t b = rows; b < B; ++b) std::fill_n(gz + b * ld, H, scalar_t(0));
+    // dL/dh_{t-1} = dL/dz_t W_hh for the running rows; the others keep the gradient they already hold.
+    gemm_row_major<scalar_t>(false, rows, H, H, gz, ld, w_hh, H, 0, grad_h, H);
+  }
+}
+
+// Directions are independent; on two or more threads each runs on its own (its BLAS calls single-threaded).
+template <typename F>
+void for_each_direction(int64_t D, const F& f) {
+  at::parallel_for(0, D, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t d = begin; d < end; ++d) f(d);
+  });
+}
+
+void forward_recurrence_cpu(at::Tensor& output, const at::Tensor& hx, const at::Tensor& weight_hh, at::Tensor& h_n,
+                            const ElmanSizes& s, const int64_t* batch_sizes, bool relu) {
+  AT_DISPATCH_FLOATING_TYPES(output.scalar_type(), "elman_forward_cpu", [&] {
+    RNNFAST_DISPATCH_ACTIVATION(relu, act, [&] {
+      scalar_t* out = output.data_ptr<scalar_t>();
+      const scalar_t* h0 = hx.const_data_ptr<scalar_t>();
+      const scalar_t* w = weight_hh.const_data_ptr<scalar_t>();
+      scalar_t* hn = h_n.data_ptr<scalar_t>();
+      for_each_direction(s.D, [&](int64_t d) {
+        forward_direction<scalar_t, act>(out, h0 + d * s.B * s.H, w + d * s.H * s.H, hn + d * s.B * s.H, s, d,
+                                         batch_sizes);
+      });
+    });
+  });
+}
+
+void backward_recurrence_cpu(at::Tensor& grad_z, at::Tensor& grad_h, const at::Tensor& output,
+                             const at::Tensor& weight_hh, const ElmanSizes& s, const int64_t* batch_sizes,
+                             bool relu) {
+  AT_DISPATCH_FLOATING_TYPES(grad_z.scalar_type(), "elman_backward_cpu", [&] {
+    RNNFAST_DISPATCH_ACTIVATION(relu, act, [&] {
+      scalar_t* gz = grad_z.data_ptr<scalar_t>();
+      scalar_t* gh = grad_h.data_ptr<scalar_t>();
+      const scalar_t* out = output.const_data_ptr<scalar_t>();
+      const scalar_t* w = weight_hh.const_data_ptr<scalar_t>();
+      for_each_direction(s.D, [&](int64_t d) {
+        backward_direction<scalar_t, act>(gz, gh + d * s.B * s.H, out, w + d * s.H * s.H, s, d, batch_sizes);
+      });
+    });
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> elman_layer_forward_cpu(const at::Tensor& input, const at::Tensor& hx,
+                                                           const at::Tensor& weight_ih, const at::Tensor& weight_hh,
+                                                           const c10::optional<at::Tensor>& bias,
+                                                           const c10::optional<at::Tensor>& batch_sizes, bool relu) {
+  return elman_layer_forward_with(forward_recurrence_cpu, input, hx, weight_ih, weight_hh, bias, batch_sizes, relu);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> elman_layer_backward_cpu(
+    const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& input, const at::Tensor& hx,
+    const at::Tensor& weight_ih, const at::Tensor& weight_hh, const at::Tensor& output,
+    const c10::optional<at::Tensor>& batch_sizes, bool relu) {
+  return elman_layer_backward_with(backward_recurrence_cpu, grad_output, grad_h_n, input, hx, weight_ih, weight_hh,
+                                   output, batch_sizes, relu);
+}
+
+}  // namespace
+}  // namespace cpu
+}  // namespace rnnfast
+
+TORCH_LIBRARY_IMPL(rnnfast, CPU, m) {
+  m.impl("elman_layer_forward", &rnnfast::cpu::elman_layer_forward_cpu);
+  m.impl("elman_layer_backward", &rnnfast::cpu::elman_layer_backward_cpu);
+}

@@ -1,0 +1,7 @@
+"""rnnfast: fused recurrent-network kernels for PyTorch, as drop-in torch.nn layers."""
+
+from . import _ops  # noqa: F401  (registers the ops, their fake kernels and autograd)
+from .convert import convert
+from .modules import RNN, RNNCell
+
+__all__ = ["RNN", "RNNCell", "convert"]

@@ -1,0 +1,48 @@
+"""Loads the compiled kernels and tells PyTorch how to trace (fake kernels) and differentiate (autograd) them."""
+
+import torch
+
+from . import _C  # noqa: F401  (loading it registers torch.ops.rnnfast.*)
+
+ops = torch.ops.rnnfast
+
+
+@torch.library.register_fake("rnnfast::elman_layer_forward")
+def _elman_layer_forward_fake(input, hx, weight_ih, weight_hh, bias, batch_sizes, relu):
+    T, B, _ = input.shape
+    D, H = weight_ih.shape[0], weight_ih.shape[1]
+    return input.new_empty(T, B, D * H), input.new_empty(D, B, H)
+
+
+@torch.library.register_fake("rnnfast::elman_layer_backward")
+def _elman_layer_backward_fake(grad_output, grad_h_n, input, hx, weight_ih, weight_hh, output, batch_sizes, relu):
+    D, H = weight_ih.shape[0], weight_ih.shape[1]
+    return (
+        torch.empty_like(input, memory_format=torch.contiguous_format),
+        torch.empty_like(hx, memory_format=torch.contiguous_format),
+        torch.empty_like(weight_ih, memory_format=torch.contiguous_format),
+        torch.empty_like(weight_hh, memory_format=torch.contiguous_format),
+        input.new_empty(D, H),
+    )
+
+
+def _elman_setup_context(ctx, inputs, output):
+    input, hx, weight_ih, weight_hh, bias, batch_sizes, relu = inputs
+    # The outputs are the hidden states, all that the activation's derivative needs (tanh' = 1 - h^2).
+    ctx.save_for_backward(input, hx, weight_ih, weight_hh, output[0])
+    ctx.batch_sizes = batch_sizes
+    ctx.relu = relu
+    ctx.has_bias = bias is not None
+
+
+def _elman_backward(ctx, grad_output, grad_h_n):
+    input, hx, weight_ih, weight_hh, output = ctx.saved_tensors
+    grad_input, grad_hx, grad_weight_ih, grad_weight_hh, grad_bias = ops.elman_layer_backward(
+        grad_output, grad_h_n, input, hx, weight_ih, weight_hh, output, ctx.batch_sizes, ctx.relu
+    )
+    return grad_input, grad_hx, grad_weight_ih, grad_weight_hh, grad_bias if ctx.has_bias else None, None, None
+
+
+torch.library.register_autograd(
+    "rnnfast::elman_layer_forward", _elman_backward, setup_context=_elman_setup_context
+)

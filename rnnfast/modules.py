@@ -1,0 +1,138 @@
+"""Drop-in replacements for torch.nn.RNN and torch.nn.RNNCell.
+
+They subclass the torch.nn classes, so the constructor, its argument errors, the parameter names and shapes,
+state_dicts and isinstance checks are torch.nn's own; only forward differs, and it runs the fused kernels.
+"""
+
+import torch
+from torch.nn.utils.rnn import PackedSequence
+
+from . import functional
+
+
+def _check_state_matches_input(hx, input, name):
+    # torch.nn reports these from deep inside its kernels ("mat1 and mat2 must have the same dtype");
+    # name the argument instead.
+    if hx.dtype != input.dtype:
+        raise RuntimeError(f"Expected {name} to have dtype {input.dtype} (the input's), got {hx.dtype}")
+    if hx.device != input.device:
+        raise RuntimeError(f"Expected {name} to be on device {input.device} (the input's), got {hx.device}")
+
+
+def _check_parameters_match_input(module, input):
+    weight = module.weight_ih_l0 if isinstance(module, torch.nn.RNN) else module.weight_ih
+    if weight.device != input.device:
+        raise RuntimeError(
+            "Input and parameter tensors are not at the same device, found input tensor at "
+            f"{input.device} and parameter tensor at {weight.device}"
+        )
+
+
+class RNN(torch.nn.RNN):
+    """torch.nn.RNN with the fused rnnfast kernels. Same arguments, parameters, inputs and outputs."""
+
+    def _flat_weight_list(self):
+        # Read by name on every call, so torch.func.functional_call and reassigned parameters are honoured.
+        return [getattr(self, name) for name in self._flat_weights_names]
+
+    def forward(self, input, hx=None):
+        num_directions = 2 if self.bidirectional else 1
+        is_packed = isinstance(input, PackedSequence)
+        is_batched = True
+        if is_packed:
+            data, batch_sizes, sorted_indices, unsorted_indices = input
+            batch_sizes = batch_sizes.cpu()
+            max_batch_size = int(batch_sizes[0])
+            if hx is not None:
+                hx = self.permute_hidden(hx, sorted_indices)
+            self.check_forward_args(data, hx if hx is not None else _zeros_like_hidden(self, data, max_batch_size),
+                                    batch_sizes)
+            positions, T, B = functional.packed_positions(batch_sizes, data.device)
+            x = data.new_zeros(T * B, data.size(1)).index_copy(0, positions, data).view(T, B, -1)
+        else:
+            batch_sizes = sorted_indices = unsorted_indices = None
+            if input.dim() not in (2, 3):
+                raise ValueError(f"RNN: Expected input to be 2D or 3D, got {input.dim()}D tensor instead")
+            is_batched = input.dim() == 3
+            batch_dim = 0 if self.batch_first else 1
+            if not is_batched:
+                input = input.unsqueeze(batch_dim)
+                if hx is not None:
+                    if hx.dim() != 2:
+                        raise RuntimeError(
+                            f"For unbatched 2-D input, hx should also be 2-D but got {hx.dim()}-D tensor"
+                        )
+                    hx = hx.unsqueeze(1)
+            elif hx is not None and hx.dim() != 3:
+                raise RuntimeError(f"For batched 3-D input, hx should also be 3-D but got {hx.dim()}-D tensor")
+            self.check_input(input, None)
+            x = input.transpose(0, 1) if self.batch_first else input
+            if x.size(0) == 0:
+                raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
+            max_batch_size = x.size(1)
+        if hx is None:
+            hx = _zeros_like_hidden(self, x, max_batch_size)
+        else:
+            self.check_hidden_size(hx, self.get_expected_hidden_size(x, None))
+            _check_state_matches_input(hx, x, "hx")
+        _check_parameters_match_input(self, x)
+
+        output, h_n = functional.elman_rnn(
+            x, hx, self._flat_weight_list(), num_layers=self.num_layers, bias=self.bias,
+            nonlinearity=self.nonlinearity, bidirectional=self.bidirectional, dropout=self.dropout,
+            training=self.training, batch_sizes=batch_sizes,
+        )  # fmt: skip
+
+        if is_packed:
+            packed = output.reshape(-1, output.size(-1)).index_select(0, positions)
+            return PackedSequence(packed, batch_sizes, sorted_indices, unsorted_indices), self.permute_hidden(
+                h_n, unsorted_indices
+            )
+        if self.batch_first:
+            output = output.transpose(0, 1)
+        if not is_batched:
+            output = output.squeeze(0 if self.batch_first else 1)
+            h_n = h_n.squeeze(1)
+        return output, h_n
+
+
+def _zeros_like_hidden(module, x, batch):
+    num_directions = 2 if module.bidirectional else 1
+    return torch.zeros(module.num_layers * num_directions, batch, module.hidden_size, dtype=x.dtype,
+                       device=x.device)  # fmt: skip
+
+
+class RNNCell(torch.nn.RNNCell):
+    """torch.nn.RNNCell with the fused rnnfast kernel. Same arguments, parameters, inputs and outputs."""
+
+    def forward(self, input, hx=None):
+        if input.dim() not in (1, 2):
+            raise ValueError(f"RNNCell: Expected input to be 1D or 2D, got {input.dim()}D instead")
+        if hx is not None and hx.dim() not in (1, 2):
+            raise ValueError(f"RNNCell: Expected hidden to be 1D or 2D, got {hx.dim()}D instead")
+        is_batched = input.dim() == 2
+        if not is_batched:
+            input = input.unsqueeze(0)
+        if hx is None:
+            hx = torch.zeros(input.size(0), self.hidden_size, dtype=input.dtype, device=input.device)
+        elif not is_batched:
+            hx = hx.unsqueeze(0)
+        if not input.is_floating_point() or input.dtype != self.weight_ih.dtype:
+            raise ValueError(
+                f"RNNCell input dtype ({input.dtype}) does not match weight dtype ({self.weight_ih.dtype}). "
+                f"Convert input: input.to({self.weight_ih.dtype}), or convert model: model.to({input.dtype})"
+            )
+        if input.size(1) != self.input_size:
+            raise RuntimeError(f"input has inconsistent input_size: got {input.size(1)} expected {self.input_size}")
+        if hx.dim() != 2 or input.size(0) != hx.size(0):
+            raise RuntimeError(f"Input batch size {input.size(0)} doesn't match hidden0 batch size {hx.size(0)}")
+        if hx.size(1) != self.hidden_size:
+            raise RuntimeError(
+                f"hidden0 has inconsistent hidden_size: got {hx.size(1)}, expected {self.hidden_size}"
+            )
+        _check_state_matches_input(hx, input, "hx")
+        _check_parameters_match_input(self, input)
+        h = functional.elman_cell(
+            input, hx, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, self.nonlinearity
+        )
+        return h if is_batched else h.squeeze(0)

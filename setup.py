@@ -1,0 +1,122 @@
+"""Builds rnnfast._C: the C++ kernels always, the CUDA kernels when RNNFAST_CUDA says so.
+
+RNNFAST_CUDA=auto (default) builds them when PyTorch is a CUDA build and a CUDA toolkit is found, 1 always
+(failing if it cannot), 0 never. CUDA_HOME is honoured when set; otherwise the toolkit is found from the real
+nvcc, since an `nvcc` on PATH may be a wrapper script whose folder is not the toolkit's.
+"""
+
+import glob
+import os
+import shutil
+import subprocess
+import sys
+
+from setuptools import find_packages, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def is_cuda_toolkit(path):
+    return bool(path) and os.path.isfile(os.path.join(path, "bin", "nvcc")) and os.path.isfile(
+        os.path.join(path, "include", "cuda_runtime.h")
+    )
+
+
+def find_cuda_home():
+    if os.environ.get("CUDA_HOME"):
+        return os.environ["CUDA_HOME"]
+    candidates = ["/usr/local/cuda"]
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        candidates.append(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))))
+        try:  # a wrapper script still names the real compiler: ask it where it lives
+            out = subprocess.run([nvcc, "--dryrun", "--version"], capture_output=True, text=True, timeout=60)
+            for line in (out.stdout + out.stderr).splitlines():
+                if "TOP=" in line:
+                    candidates.append(line.split("TOP=", 1)[1].strip())
+        except (OSError, subprocess.SubprocessError):
+            pass
+    for path in candidates:
+        if is_cuda_toolkit(path):
+            return os.path.realpath(path)
+    return None
+
+
+def cuda_wanted(torch):
+    flag = os.environ.get("RNNFAST_CUDA", "auto").strip().lower()
+    if flag not in ("auto", "0", "1"):
+        sys.exit(f"RNNFAST_CUDA must be auto, 0 or 1, got {flag!r}")
+    if flag == "0":
+        return False, None
+    cuda_home = find_cuda_home()
+    have = torch.version.cuda is not None and cuda_home is not None
+    if flag == "1" and not have:
+        sys.exit(
+            "RNNFAST_CUDA=1 but cannot build CUDA kernels: "
+            f"torch {torch.__version__} is {'a CUDA' if torch.version.cuda else 'a CPU-only'} build and "
+            f"the CUDA toolkit was {'found at ' + cuda_home if cuda_home else 'not found'} (set CUDA_HOME)."
+        )
+    return have, cuda_home
+
+
+def nvidia_wheel_includes():
+    """Header folders of the pip nvidia-* wheels beside a CUDA PyTorch (cuBLAS, cuSPARSE, ...), which a bare
+    toolkit may lack and PyTorch's CUDA headers include."""
+    dirs = []
+    for site in sys.path:
+        for pattern in ("nvidia/*/include", "nvidia/*/*/include"):
+            dirs.extend(sorted(glob.glob(os.path.join(site, pattern))))
+    return [d for d in dict.fromkeys(dirs) if os.path.isdir(d)]
+
+
+def extensions():
+    import torch
+
+    with_cuda, cuda_home = cuda_wanted(torch)
+    if with_cuda:
+        # torch.utils.cpp_extension reads CUDA_HOME when it is first imported.
+        os.environ["CUDA_HOME"] = cuda_home
+    from torch.utils.cpp_extension import CppExtension, CUDAExtension
+
+    sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
+    # OpenMP so that at::parallel_for in the kernels runs on PyTorch's intra-op threads.
+    openmp = ["-fopenmp"] if sys.platform.startswith("linux") else []
+    cxx = ["-O3", "-std=c++17"] + openmp
+    extra_link = list(openmp)
+    if os.environ.get("RNNFAST_SANITIZE"):
+        # AddressSanitizer + UndefinedBehaviorSanitizer build for the memory-safety CI step.
+        cxx += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g"]
+        extra_link += ["-fsanitize=address,undefined"]
+    if not with_cuda:
+        return [CppExtension("rnnfast._C", sources, extra_compile_args={"cxx": cxx}, extra_link_args=extra_link)]
+    sources += sorted(glob.glob("csrc/cuda/*.cu") + glob.glob("csrc/cuda/*.cpp"))
+    nvcc = ["-O3", "-std=c++17", "-lineinfo", "--expt-relaxed-constexpr"]
+    return [
+        CUDAExtension(
+            "rnnfast._C",
+            sources,
+            include_dirs=nvidia_wheel_includes(),
+            define_macros=[("RNNFAST_WITH_CUDA", None)],
+            extra_compile_args={"cxx": cxx, "nvcc": nvcc},
+            extra_link_args=extra_link,
+        )
+    ]
+
+
+def main():
+    from torch.utils.cpp_extension import BuildExtension
+
+    setup(
+        name="rnnfast",
+        version="0.1.0",
+        description="Fused recurrent-network kernels for PyTorch: drop-in torch.nn.RNN on CPU and CUDA",
+        packages=find_packages(include=["rnnfast", "rnnfast.*"]),
+        ext_modules=extensions(),
+        cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+        python_requires=">=3.9",
+        install_requires=["torch>=2.4"],
+    )
+
+
+if __name__ == "__main__":
+    main()
