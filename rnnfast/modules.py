@@ -45,8 +45,7 @@ class RNN(torch.nn.RNN):
             max_batch_size = int(batch_sizes[0])
             if hx is not None:
                 hx = self.permute_hidden(hx, sorted_indices)
-            self.check_forward_args(data, hx if hx is not None else _zeros_like_hidden(self, data, max_batch_size),
-                                    batch_sizes)
+            self.check_input(data, batch_sizes)
             positions, T, B = functional.packed_positions(batch_sizes, data.device)
             x = data.new_zeros(T * B, data.size(1)).index_copy(0, positions, data).view(T, B, -1)
         else:
@@ -71,9 +70,10 @@ class RNN(torch.nn.RNN):
                 raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
             max_batch_size = x.size(1)
         if hx is None:
-            hx = _zeros_like_hidden(self, x, max_batch_size)
+            hx = torch.zeros(self.num_layers * num_directions, max_batch_size, self.hidden_size, dtype=x.dtype,
+                             device=x.device)  # fmt: skip
         else:
-            self.check_hidden_size(hx, self.get_expected_hidden_size(x, None))
+            self.check_hidden_size(hx, (self.num_layers * num_directions, max_batch_size, self.hidden_size))
             _check_state_matches_input(hx, x, "hx")
         _check_parameters_match_input(self, x)
 
@@ -94,12 +94,6 @@ class RNN(torch.nn.RNN):
             output = output.squeeze(0 if self.batch_first else 1)
             h_n = h_n.squeeze(1)
         return output, h_n
-
-
-def _zeros_like_hidden(module, x, batch):
-    num_directions = 2 if module.bidirectional else 1
-    return torch.zeros(module.num_layers * num_directions, batch, module.hidden_size, dtype=x.dtype,
-                       device=x.device)  # fmt: skip
 
 
 class RNNCell(torch.nn.RNNCell):

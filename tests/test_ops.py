@@ -1,0 +1,93 @@
+"""The registered ops on their own: gradcheck in float64, torch.library.opcheck, and the C++ argument checks."""
+
+import pytest
+import torch
+
+import rnnfast  # noqa: F401  (registers the ops)
+
+ops = torch.ops.rnnfast
+
+
+def layer_args(T=4, B=3, I=2, H=3, D=1, bias=True, batch_sizes=None, dtype=torch.float64, requires_grad=False):
+    make = lambda *shape: torch.randn(*shape, dtype=dtype, requires_grad=requires_grad)  # noqa: E731
+    return (make(T, B, I), make(D, B, H), make(D, H, I), make(D, H, H), make(D, H) if bias else None, batch_sizes)
+
+
+CASES = {
+    "uni-tanh": dict(D=1, relu=False),
+    "bi-relu": dict(D=2, relu=True),
+    "no-bias": dict(D=2, bias=False, relu=False),
+    "packed-bi": dict(D=2, B=3, T=4, batch_sizes=torch.tensor([3, 3, 2, 1]), relu=False),
+    "T1-B1-H1": dict(T=1, B=1, H=1, D=1, relu=False),
+}
+
+
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+def test_forward_op_passes_gradcheck(case):
+    case = dict(case)
+    relu = case.pop("relu")
+    args = layer_args(requires_grad=True, **case)
+    torch.autograd.gradcheck(lambda *a: ops.elman_layer_forward(*a, relu), args, eps=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+def test_forward_op_passes_opcheck(case):
+    case = dict(case)
+    relu = case.pop("relu")
+    torch.library.opcheck(ops.elman_layer_forward.default, (*layer_args(requires_grad=True, **case), relu))
+
+
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+def test_backward_op_passes_opcheck(case):
+    case = dict(case)
+    relu = case.pop("relu")
+    args = layer_args(**case)
+    output, h_n = ops.elman_layer_forward(*args, relu)
+    x, hx, w_ih, w_hh, _, batch_sizes = args
+    backward_args = (torch.randn_like(output), torch.randn_like(h_n), x, hx, w_ih, w_hh, output, batch_sizes, relu)
+    torch.library.opcheck(ops.elman_layer_backward.default, backward_args)
+
+
+def test_forward_op_hand_worked_example():
+    # The source article's example: W_x = 0.5, W_h = 1.0, biases 0, h_0 = 0, inputs 1, 2, 3.
+    x = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64).view(3, 1, 1)
+    w = lambda v: torch.tensor(v, dtype=torch.float64).view(1, 1, 1)  # noqa: E731
+    out, h_n = ops.elman_layer_forward(x, torch.zeros(1, 1, 1, dtype=torch.float64), w(0.5), w(1.0), None, None, False)
+    h1 = torch.tanh(torch.tensor(0.5, dtype=torch.float64))
+    h2 = torch.tanh(1.0 + h1)
+    h3 = torch.tanh(1.5 + h2)
+    torch.testing.assert_close(out.view(3), torch.stack([h1, h2, h3]), rtol=0, atol=1e-15)
+    torch.testing.assert_close(h_n.view(()), h3, rtol=0, atol=0)
+
+
+BAD_FORWARD_ARGS = {
+    "2-D input": (lambda a: (a[0][0],) + a[1:], "expected input of shape"),
+    "wrong hx shape": (lambda a: (a[0], a[1][:, :2]) + a[2:], "expected hx of shape"),
+    "wrong weight_hh": (lambda a: a[:3] + (a[3][:, :2],) + a[4:], "expected weight_hh of shape"),
+    "hx dtype": (lambda a: (a[0], a[1].float()) + a[2:], "expected hx of dtype"),
+    "integer input": (lambda a: (a[0].long(),) + a[1:], "floating-point input"),
+    "bias shape": (lambda a: a[:4] + (a[4][:, :1],) + a[5:], "expected bias of shape"),
+    "batch_sizes length": (lambda a: a[:5] + (torch.tensor([3, 2]),), "batch_sizes of length"),
+    "batch_sizes increasing": (lambda a: a[:5] + (torch.tensor([3, 2, 3, 1]),), "never increase"),
+    "batch_sizes start": (lambda a: a[:5] + (torch.tensor([2, 2, 1, 1]),), "start at the batch size"),
+    "batch_sizes dtype": (lambda a: a[:5] + (torch.tensor([3.0, 3, 2, 1]),), "1-D int64 CPU tensor"),
+}
+
+
+@pytest.mark.parametrize("make_bad,message", BAD_FORWARD_ARGS.values(), ids=BAD_FORWARD_ARGS.keys())
+def test_forward_op_rejects_bad_arguments_with_a_clear_error(make_bad, message):
+    with pytest.raises(RuntimeError, match=message):
+        ops.elman_layer_forward(*make_bad(layer_args()), False)
+    # The op still works afterwards.
+    out, _ = ops.elman_layer_forward(*layer_args(), False)
+    assert torch.isfinite(out).all()
+
+
+def test_backward_op_rejects_mismatched_gradients():
+    args = layer_args()
+    output, h_n = ops.elman_layer_forward(*args, False)
+    x, hx, w_ih, w_hh, _, _ = args
+    with pytest.raises(RuntimeError, match="expected grad_output of shape"):
+        ops.elman_layer_backward(output[:1], h_n, x, hx, w_ih, w_hh, output, None, False)
+    with pytest.raises(RuntimeError, match="expected grad_h_n of dtype"):
+        ops.elman_layer_backward(output, h_n.float(), x, hx, w_ih, w_hh, output, None, False)
