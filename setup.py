@@ -81,7 +81,7 @@ def extensions():
     sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
     # OpenMP so that at::parallel_for in the kernels runs on PyTorch's intra-op threads.
     openmp = ["-fopenmp"] if sys.platform.startswith("linux") else []
-    cxx = ["-O3", "-std=c++17"] + openmp
+    cxx = ["-O3"] + openmp  # the C++ standard is the one torch.utils.cpp_extension picks for this torch
     extra_link = list(openmp)
     if os.environ.get("RNNFAST_SANITIZE"):
         # AddressSanitizer + UndefinedBehaviorSanitizer build for the memory-safety CI step.
@@ -90,7 +90,7 @@ def extensions():
     if not with_cuda:
         return [CppExtension("rnnfast._C", sources, extra_compile_args={"cxx": cxx}, extra_link_args=extra_link)]
     sources += sorted(glob.glob("csrc/cuda/*.cu") + glob.glob("csrc/cuda/*.cpp"))
-    nvcc = ["-O3", "-std=c++17", "-lineinfo", "--expt-relaxed-constexpr"]
+    nvcc = ["-O3", "-lineinfo", "--expt-relaxed-constexpr"]
     return [
         CUDAExtension(
             "rnnfast._C",
@@ -104,6 +104,7 @@ def extensions():
 
 
 def main():
+    ext_modules = extensions()  # first: it sets CUDA_HOME before torch.utils.cpp_extension is imported
     from torch.utils.cpp_extension import BuildExtension
 
     setup(
@@ -111,7 +112,7 @@ def main():
         version="0.1.0",
         description="Fused recurrent-network kernels for PyTorch: drop-in torch.nn.RNN on CPU and CUDA",
         packages=find_packages(include=["rnnfast", "rnnfast.*"]),
-        ext_modules=extensions(),
+        ext_modules=ext_modules,
         cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
         python_requires=">=3.9",
         install_requires=["torch>=2.4"],

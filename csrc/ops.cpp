@@ -24,4 +24,7 @@ TORCH_LIBRARY(rnnfast, m) {
       "elman_layer_backward(Tensor grad_output, Tensor grad_h_n, Tensor input, Tensor hx, Tensor weight_ih, "
       "Tensor weight_hh, Tensor output, Tensor? batch_sizes, bool relu) -> (Tensor grad_input, Tensor grad_hx, "
       "Tensor grad_weight_ih, Tensor grad_weight_hh, Tensor grad_bias)");
+  // Whether the CUDA kernels would take their persistent path for this input (T, B, I) and weight_hh (D, H, H)
+  // under the current RNNFAST_CUDA_PATH; for tests and benchmarks.
+  m.def("elman_cuda_uses_persistent(Tensor input, Tensor weight_hh, bool packed) -> bool");
 }

@@ -1,0 +1,170 @@
+"""Times rnnfast's CUDA paths against cuDNN's torch.nn.RNN over a shape grid, forward and forward+backward,
+and writes gpu_check.json and gpu_check.md to --out. Run by gpu_check.sh after the CUDA tests; on a machine
+without a GPU, --device cpu --grid tiny exercises the same code against torch.nn.RNN on the CPU."""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import torch
+
+import rnnfast
+
+# (batch, hidden, seq len); input size = hidden. Small batches are where cuDNN is latency-bound.
+GRIDS = {
+    "default": [(b, h, t) for b in (1, 4, 16) for h in (64, 128, 256, 512) for t in (256, 1024)]
+    + [(16, 256, 2048), (1, 1024, 512), (16, 1024, 256)]
+    + [(b, h, t) for b in (64, 256) for h in (256, 1024) for t in (128, 512)]
+    + [(256, 1024, 2048)],
+    "tiny": [(2, 8, 16), (4, 16, 8)],
+}
+
+
+def make_timer(device):
+    if device == "cuda":
+
+        def time_call(fn):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end) / 1e3
+
+    else:
+
+        def time_call(fn):
+            start = time.perf_counter()
+            fn()
+            return time.perf_counter() - start
+
+    return time_call
+
+
+def median_times(calls, time_call, warmup, repeats):
+    """Interleaved repetitions: each round times every implementation once, so drift hits all alike."""
+    for fn in calls.values():
+        for _ in range(warmup):
+            fn()
+    samples = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, fn in calls.items():
+            samples[name].append(time_call(fn))
+    return {name: statistics.median(s) for name, s in samples.items()}
+
+
+def with_path(path, fn):
+    def run():
+        previous = os.environ.get("RNNFAST_CUDA_PATH")
+        os.environ["RNNFAST_CUDA_PATH"] = path
+        try:
+            fn()
+        finally:
+            if previous is None:
+                del os.environ["RNNFAST_CUDA_PATH"]
+            else:
+                os.environ["RNNFAST_CUDA_PATH"] = previous
+
+    return run
+
+
+def implementations(B, H, T, device, dtype):
+    """name -> (forward callable, forward+backward callable) at this shape, all with the same weights."""
+    reference = torch.nn.RNN(H, H).to(device, dtype)
+    fast = rnnfast.RNN(H, H).to(device, dtype)
+    fast.load_state_dict(reference.state_dict())
+    x = torch.randn(T, B, H, device=device, dtype=dtype)
+    x_grad = x.clone().requires_grad_(True)
+    grad_out = torch.randn(T, B, H, device=device, dtype=dtype)
+
+    def forward(model):
+        def run():
+            with torch.no_grad():
+                model(x)
+
+        return run
+
+    def training(model):
+        def run():
+            out, _ = model(x_grad)
+            out.backward(grad_out)
+
+        return run
+
+    impls = {"cudnn" if device == "cuda" else "torch.nn": (forward(reference), training(reference))}
+    paths = ["general", "persistent"] if device == "cuda" else ["cpu"]
+    for path in paths:
+        if path == "persistent":
+            os.environ["RNNFAST_CUDA_PATH"] = "persistent"
+            eligible = torch.ops.rnnfast.elman_cuda_uses_persistent(x, fast.weight_hh_l0.unsqueeze(0), False)
+            del os.environ["RNNFAST_CUDA_PATH"]
+            if not eligible:
+                continue
+        impls[f"rnnfast-{path}"] = (with_path(path, forward(fast)), with_path(path, training(fast)))
+    return impls
+
+
+def run(grid, device, dtype, warmup, repeats, progress=sys.stderr):
+    time_call = make_timer(device)
+    rows = []
+    for i, (B, H, T) in enumerate(grid):
+        impls = implementations(B, H, T, device, dtype)
+        for mode, index in [("forward", 0), ("forward+backward", 1)]:
+            medians = median_times({name: fns[index] for name, fns in impls.items()}, time_call, warmup, repeats)
+            rows.append(dict(batch=B, hidden=H, seq_len=T, mode=mode, seconds=medians))
+        print(f"[{i + 1}/{len(grid)}] B={B} H={H} T={T}", file=progress, flush=True)
+    return rows
+
+
+def markdown(rows, meta):
+    baseline = "cudnn" if meta["device"] == "cuda" else "torch.nn"
+    names = sorted({n for r in rows for n in r["seconds"] if n != baseline})
+    lines = [f"Device: {meta['device_name']}; torch {meta['torch']}; dtype {meta['dtype']}; "
+             f"medians of {meta['repeats']} interleaved runs after {meta['warmup']} warm-ups.", "",
+             "| B | H | T | mode | " + baseline + " ms | " + " | ".join(f"{n} ms (speed-up)" for n in names) + " |",
+             "|" + "---|" * (5 + len(names))]  # fmt: skip
+    for r in rows:
+        base = r["seconds"][baseline]
+        cells = []
+        for n in names:
+            s = r["seconds"].get(n)
+            cells.append("n/a" if s is None else f"{s * 1e3:.3f} ({base / s:.2f}x)")
+        lines.append(f"| {r['batch']} | {r['hidden']} | {r['seq_len']} | {r['mode']} | {base * 1e3:.3f} | "
+                     + " | ".join(cells) + " |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", required=True, help="folder for gpu_check.json and gpu_check.md")
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    parser.add_argument("--grid", default="default", choices=sorted(GRIDS))
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16", "float64"])
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=10)
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda but no CUDA device is visible")
+    dtype = getattr(torch, args.dtype)
+    rows = run(GRIDS[args.grid], args.device, dtype, args.warmup, args.repeats)
+    meta = dict(
+        device=args.device,
+        device_name=torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu",
+        torch=torch.__version__, dtype=args.dtype, warmup=args.warmup, repeats=args.repeats,
+        command=" ".join([sys.executable] + sys.argv),
+    )  # fmt: skip
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "gpu_check.json"), "w") as f:
+        json.dump(dict(meta=meta, rows=rows), f, indent=1)
+    table = markdown(rows, meta)
+    with open(os.path.join(args.out, "gpu_check.md"), "w") as f:
+        f.write(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The GPU check: on a machine with one NVIDIA GPU, PyTorch, nvcc and no internet, from a clean checkout,
+# builds the CUDA kernels in place, runs the CUDA tests, and times rnnfast against cuDNN.
+# Usage: benchmarks/gpu_check.sh OUT_DIR   (writes build.log, tests.log, gpu_check.json, gpu_check.md there)
+set -uo pipefail
+out=${1:?usage: benchmarks/gpu_check.sh OUT_DIR}
+mkdir -p "$out"
+cd "$(dirname "$0")/.."
+python=${PYTHON:-python3}
+export RNNFAST_CUDA=1 PYTHONUNBUFFERED=1
+# Only the GPU at hand, so the build stays short.
+export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-$($python -c 'import torch; print("%d.%d" % torch.cuda.get_device_capability())')}
+export MAX_JOBS=${MAX_JOBS:-$(nproc)}
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$out/gpu.txt" 2>&1
+start=$(date +%s)
+if ! $python setup.py build_ext --inplace > "$out/build.log" 2>&1; then
+  tail -40 "$out/build.log"; echo "gpu_check: build failed"; exit 1
+fi
+echo "gpu_check: built in $(( $(date +%s) - start )) s"
+timeout 300 $python -m pytest tests/test_cuda.py tests/test_ops.py -q -rfE --maxfail=20 -p no:cacheprovider 2>&1 | tee "$out/tests.log" | tail -15
+tests_status=${PIPESTATUS[0]}
+echo "gpu_check: tests exit $tests_status after $(( $(date +%s) - start )) s"
+$python benchmarks/gpu_check.py --out "$out" 2>&1 | tail -60
+echo "gpu_check: done after $(( $(date +%s) - start )) s"
+exit "$tests_status"

@@ -1,0 +1,110 @@
+"""The CUDA kernels against torch.nn.RNN on CUDA (cuDNN), on both CUDA paths and every dtype.
+Every test here is marked cuda and skips where no GPU is visible."""
+
+import itertools
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_sequence
+
+import rnnfast
+from rnn_pairs import assert_twins_agree, outputs_and_grads, twin_rnns
+
+pytestmark = pytest.mark.cuda
+ops = torch.ops.rnnfast
+PATHS = ["general", "persistent"]
+
+
+@pytest.fixture(params=PATHS)
+def cuda_path(request, monkeypatch):
+    monkeypatch.setenv("RNNFAST_CUDA_PATH", request.param)
+    return request.param
+
+
+def test_kernels_are_registered_for_cuda():
+    for op in ["elman_layer_forward", "elman_layer_backward"]:
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"rnnfast::{op}", "CUDA")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize(
+    "num_layers,bidirectional,batch_first,nonlinearity,bias",
+    list(itertools.product([1, 2], [False, True], [False, True], ["tanh", "relu"], [True, False])),
+)
+def test_matches_cudnn_over_option_grid(cuda_path, dtype, num_layers, bidirectional, batch_first, nonlinearity,
+                                        bias):  # fmt: skip
+    T, B, I, H = 9, 4, 5, 16
+    reference, fast = twin_rnns(dtype, "cuda", input_size=I, hidden_size=H, num_layers=num_layers,
+                                nonlinearity=nonlinearity, bias=bias, batch_first=batch_first,
+                                bidirectional=bidirectional)  # fmt: skip
+    x = torch.randn((B, T, I) if batch_first else (T, B, I), dtype=dtype, device="cuda")
+    hx = torch.randn(num_layers * (2 if bidirectional else 1), B, H, dtype=dtype, device="cuda")
+    if cuda_path == "persistent" and dtype == torch.float32:
+        assert ops.elman_cuda_uses_persistent(x, fast.weight_hh_l0.unsqueeze(0), False)
+    assert_twins_agree(reference, fast, x, hx)
+
+
+@pytest.mark.parametrize("B,H,T", [(1, 64, 300), (16, 256, 64), (3, 1000, 20), (64, 33, 50)], ids=str)
+def test_matches_cudnn_at_benchmark_like_sizes(cuda_path, B, H, T):
+    reference, fast = twin_rnns(torch.float32, "cuda", input_size=32, hidden_size=H, bidirectional=True)
+    x = torch.randn(T, B, 32, device="cuda")
+    # Long float32 recurrences accumulate rounding in both implementations alike.
+    assert_twins_agree(reference, fast, x, torch.randn(2, B, H, device="cuda") * 0.1, rtol=1e-4, atol=1e-4)
+
+
+def test_packed_sequences_match_cudnn(cuda_path):
+    lengths = [3, 7, 1, 5, 7, 2]
+    packed = pack_sequence([torch.randn(n, 4, device="cuda", dtype=torch.float64) for n in lengths],
+                           enforce_sorted=False)  # fmt: skip
+    reference, fast = twin_rnns(torch.float64, "cuda", input_size=4, hidden_size=5, num_layers=2, bidirectional=True)
+    assert_twins_agree(reference, fast, packed, torch.randn(4, 6, 5, device="cuda", dtype=torch.float64))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+@pytest.mark.parametrize("B,H", [(4, 64), (32, 256)], ids=str)
+def test_low_precision_error_is_within_a_small_multiple_of_cudnn_error(cuda_path, dtype, B, H):
+    # As flash-attention tests it: rnnfast's 16-bit error against a float64 run is bounded by a multiple of
+    # cuDNN's own 16-bit error against that same float64 run.
+    exact, _ = twin_rnns(torch.float64, "cuda", input_size=16, hidden_size=H, num_layers=2, bidirectional=True)
+    reference = torch.nn.RNN(16, H, num_layers=2, bidirectional=True).to("cuda", dtype)
+    fast = rnnfast.RNN(16, H, num_layers=2, bidirectional=True).to("cuda", dtype)
+    reference.load_state_dict(exact.state_dict())
+    fast.load_state_dict(exact.state_dict())
+    x = torch.randn(50, B, 16, device="cuda", dtype=torch.float64)
+    hx = torch.randn(4, B, H, device="cuda", dtype=torch.float64) * 0.5
+    truth = outputs_and_grads(exact, x, hx)
+    cudnn = outputs_and_grads(reference, x.to(dtype), hx.to(dtype))
+    ours = outputs_and_grads(fast, x.to(dtype), hx.to(dtype))
+    for t, c, o in zip(truth, cudnn, ours, strict=True):
+        cudnn_error = (c.double() - t).abs().max().item()
+        our_error = (o.double() - t).abs().max().item()
+        assert our_error <= 3 * cudnn_error + 1e-3 * t.abs().max().item(), (our_error, cudnn_error)
+
+
+@pytest.mark.parametrize("D,relu,packed", [(1, False, False), (2, True, False), (2, False, True)])
+def test_ops_pass_gradcheck_and_opcheck_on_cuda(D, relu, packed):
+    T, B, I, H = 4, 3, 2, 3
+    make = lambda *s: torch.randn(*s, dtype=torch.float64, device="cuda", requires_grad=True)  # noqa: E731
+    batch_sizes = torch.tensor([3, 3, 2, 1]) if packed else None
+    args = (make(T, B, I), make(D, B, H), make(D, H, I), make(D, H, H), make(D, H), batch_sizes)
+    torch.autograd.gradcheck(lambda *a: ops.elman_layer_forward(*a, relu), args, eps=1e-6, atol=1e-7)
+    torch.library.opcheck(ops.elman_layer_forward.default, (*args, relu))
+    output, h_n = ops.elman_layer_forward(*args, relu)
+    backward_args = (torch.randn_like(output), torch.randn_like(h_n), *[a.detach() for a in args[:4]],
+                     output.detach(), batch_sizes, relu)  # fmt: skip
+    torch.library.opcheck(ops.elman_layer_backward.default, backward_args)
+
+
+def test_state_on_another_device_is_a_clear_error():
+    fast = rnnfast.RNN(4, 3).cuda()
+    with pytest.raises(RuntimeError, match="Expected hx to be on device cuda:0"):
+        fast(torch.randn(5, 2, 4, device="cuda"), torch.randn(1, 2, 3))
+    with pytest.raises(RuntimeError, match="Input and parameter tensors are not at the same device"):
+        fast(torch.randn(5, 2, 4))
+    assert fast(torch.randn(5, 2, 4, device="cuda"))[0].is_cuda
+
+
+def test_unknown_cuda_path_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("RNNFAST_CUDA_PATH", "fastest")
+    with pytest.raises(RuntimeError, match="RNNFAST_CUDA_PATH must be general, persistent or auto"):
+        rnnfast.RNN(4, 3).cuda()(torch.randn(5, 2, 4, device="cuda"))
