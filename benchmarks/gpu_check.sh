@@ -7,7 +7,7 @@ out=${1:?usage: benchmarks/gpu_check.sh OUT_DIR}
 mkdir -p "$out"
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
-export RNNFAST_CUDA=1 PYTHONUNBUFFERED=1
+export RNNFAST_CUDA=1 PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 # Only the GPU at hand, so the build stays short.
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-$($python -c 'import torch; print("%d.%d" % torch.cuda.get_device_capability())')}
 export MAX_JOBS=${MAX_JOBS:-$(nproc)}
