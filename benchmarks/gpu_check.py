@@ -96,7 +96,7 @@ def implementations(B, H, T, device, dtype):
         return run
 
     impls = {"cudnn" if device == "cuda" else "torch.nn": (forward(reference), training(reference))}
-    paths = ["general", "persistent"] if device == "cuda" else ["cpu"]
+    paths = ["general", "persistent", "auto"] if device == "cuda" else ["cpu"]
     for path in paths:
         if path == "persistent":
             os.environ["RNNFAST_CUDA_PATH"] = "persistent"
@@ -124,7 +124,9 @@ def markdown(rows, meta):
     baseline = "cudnn" if meta["device"] == "cuda" else "torch.nn"
     names = sorted({n for r in rows for n in r["seconds"] if n != baseline})
     lines = [f"Device: {meta['device_name']}; torch {meta['torch']}; dtype {meta['dtype']}; "
-             f"medians of {meta['repeats']} interleaved runs after {meta['warmup']} warm-ups.", "",
+             f"medians of {meta['repeats']} interleaved runs after {meta['warmup']} warm-ups. "
+             "Float32 products may use TF32 in both cuDNN and rnnfast (torch.backends.cudnn.allow_tf32, on by "
+             "default); n/a: the persistent path cannot hold that shape.", "",
              "| B | H | T | mode | " + baseline + " ms | " + " | ".join(f"{n} ms (speed-up)" for n in names) + " |",
              "|" + "---|" * (5 + len(names))]  # fmt: skip
     for r in rows:

@@ -86,6 +86,9 @@ void general_forward_recurrence(at::Tensor& output, const at::Tensor& hx, const 
       scalar_t* hn = h_n.data_ptr<scalar_t>();
       acc_t* rec = recurrent.data_ptr<acc_t>();
       const auto stream = c10::cuda::getCurrentCUDAStream();
+      // Fetched once: setting the handle up per step would cost more host time than the step's launches.
+      const cublasHandle_t handle = at::cuda::getCurrentCUDABlasHandle();
+      const bool tf32 = at::globalContext().allowTF32CuDNN();
       for (int64_t i = 0; i < s.T; ++i) {
         for (int64_t d = 0; d < s.D; ++d) {
           const int64_t t = step_at(d, i, s.T), rows = rows_at(batch_sizes, t, B);
@@ -96,10 +99,10 @@ void general_forward_recurrence(at::Tensor& output, const at::Tensor& hx, const 
           acc_t* rec_d = rec + d * B * H;
           // Rows that ran the previous step continue from its output; rows starting now start from hx.
           if (continuing > 0) {
-            gemm_row_major<scalar_t, acc_t>(true, continuing, H, H, out + step_at(d, i - 1, s.T) * B * ld + d * H,
+            gemm_row_major<scalar_t, acc_t>(handle, tf32, true, continuing, H, H, out + step_at(d, i - 1, s.T) * B * ld + d * H,
                                             ld, wd, H, rec_d, H);
           }
-          gemm_row_major<scalar_t, acc_t>(true, rows - continuing, H, H, h0 + (d * B + continuing) * H, H, wd, H,
+          gemm_row_major<scalar_t, acc_t>(handle, tf32, true, rows - continuing, H, H, h0 + (d * B + continuing) * H, H, wd, H,
                                           rec_d + continuing * H, H);
           forward_step_kernel<scalar_t, acc_t, act><<<blocks_for(B * H), kElementwiseThreads, 0, stream>>>(
               out + t * B * ld + d * H, rec_d, hn + d * B * H, B, H, ld, rows, rows_next);
@@ -124,6 +127,8 @@ void general_backward_recurrence(at::Tensor& grad_z, at::Tensor& grad_h, const a
       const scalar_t* w = weight_hh.const_data_ptr<scalar_t>();
       acc_t* gh = grad_h_acc.data_ptr<acc_t>();
       const auto stream = c10::cuda::getCurrentCUDAStream();
+      const cublasHandle_t handle = at::cuda::getCurrentCUDABlasHandle();
+      const bool tf32 = at::globalContext().allowTF32CuDNN();
       for (int64_t i = s.T - 1; i >= 0; --i) {
         for (int64_t d = 0; d < s.D; ++d) {
           const int64_t t = step_at(d, i, s.T), rows = rows_at(batch_sizes, t, B);
@@ -132,7 +137,7 @@ void general_backward_recurrence(at::Tensor& grad_z, at::Tensor& grad_h, const a
               gz_t, out + t * B * ld + d * H, gh + d * B * H, B, H, ld, rows);
           C10_CUDA_KERNEL_LAUNCH_CHECK();
           // dL/dh_{t-1} = dL/dz_t W_hh for the running rows; the others keep the gradient they hold.
-          gemm_row_major<scalar_t, acc_t>(false, rows, H, H, gz_t, ld, w + d * H * H, H, gh + d * B * H, H);
+          gemm_row_major<scalar_t, acc_t>(handle, tf32, false, rows, H, H, gz_t, ld, w + d * H * H, H, gh + d * B * H, H);
         }
       }
       grad_h.copy_(grad_h_acc);
@@ -143,16 +148,20 @@ void general_backward_recurrence(at::Tensor& grad_z, at::Tensor& grad_h, const a
 enum class CudaPath { General, Persistent };
 
 // RNNFAST_CUDA_PATH: "general" (the default until the persistent kernels are verified on a GPU), "persistent"
-// (wherever the persistent kernels can run), or "auto" (persistent for small batches, where one launch per
-// step is what costs). Read on every call so tests and benchmarks can switch it at run time.
+// (wherever the persistent kernels can run), or "auto": persistent where it measured faster than the general
+// path and cuDNN (BENCHMARKS.md): small batches when W_hh fits one block, and with the grid-wide barrier only
+// for batch <= 8 at hidden >= 512, where cuDNN is latency-bound. Read on every call, so tests and benchmarks
+// can switch it at run time. Float32 products follow torch.backends.cudnn.allow_tf32, as nn.RNN's cuDNN does.
 CudaPath choose_path(const ElmanSizes& s, at::ScalarType dtype, bool packed) {
   const char* env = std::getenv("RNNFAST_CUDA_PATH");
   const char* mode = env && *env ? env : "general";
   TORCH_CHECK(!std::strcmp(mode, "general") || !std::strcmp(mode, "persistent") || !std::strcmp(mode, "auto"),
               "rnnfast: RNNFAST_CUDA_PATH must be general, persistent or auto, got '", mode, "'");
   if (!std::strcmp(mode, "general")) return CudaPath::General;
-  if (!std::strcmp(mode, "auto") && (s.B > 16 || s.H > 512)) return CudaPath::General;
-  return persistent_supported(s, dtype, packed) ? CudaPath::Persistent : CudaPath::General;
+  if (!persistent_supported(s, dtype, packed)) return CudaPath::General;
+  if (!std::strcmp(mode, "persistent")) return CudaPath::Persistent;
+  const bool pays = persistent_needs_grid_sync(s) ? (s.B <= 8 && s.H >= 512) : s.B <= 16;
+  return pays ? CudaPath::Persistent : CudaPath::General;
 }
 
 void forward_recurrence_cuda(at::Tensor& output, const at::Tensor& hx, const at::Tensor& weight_hh, at::Tensor& h_n,

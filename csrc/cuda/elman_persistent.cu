@@ -1,6 +1,5 @@
 #include "elman_persistent.h"
 
-#include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -10,6 +9,7 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <type_traits>
 
 #include "../cell_math.h"
 
@@ -47,25 +47,39 @@ struct PersistentParams {
   int T, B, H, D;
   int units_per_block;     // hidden units owned by one block
   int blocks_per_direction;
+  int batch_per_block;     // batch rows of one block (gridDim.y slices the batch)
 };
 
-// Shared memory of one block: its W_hh slice (units_per_block x H), the full state of the step (B x H), and,
-// in backward, its own units' running gradient (B x units_per_block); all float32.
-inline size_t shared_bytes(const ElmanSizes& s, int units_per_block, bool backward) {
-  return sizeof(float) * (static_cast<size_t>(units_per_block) * s.H + static_cast<size_t>(s.B) * s.H +
-                          (backward ? static_cast<size_t>(s.B) * units_per_block : 0));
+// Shared memory of one block: its W_hh slice (units_per_block x H), the state of its batch rows for the step
+// (batch_per_block x H), and, in backward, its own units' running gradient (batch_per_block x units_per_block);
+// all float32.
+inline size_t shared_bytes(int H, int units_per_block, int batch_per_block, bool backward) {
+  return sizeof(float) * (static_cast<size_t>(units_per_block) * H + static_cast<size_t>(batch_per_block) * H +
+                          (backward ? static_cast<size_t>(batch_per_block) * units_per_block : 0));
 }
 
-template <typename scalar_t, Activation A>
+// The per-step barrier: a block that owns all of a direction's units only waits for its own threads; blocks
+// that share a direction wait for the whole (cooperatively launched) grid.
+template <bool kGridSync>
+__device__ __forceinline__ void step_barrier() {
+  if constexpr (kGridSync) {
+    cg::this_grid().sync();
+  } else {
+    __syncthreads();
+  }
+}
+
+template <typename scalar_t, Activation A, bool kGridSync>
 __global__ void __launch_bounds__(kThreads) elman_forward_persistent_kernel(PersistentParams<scalar_t> p) {
-  cg::grid_group grid = cg::this_grid();
   const int d = blockIdx.x / p.blocks_per_direction;
   const int j0 = (blockIdx.x % p.blocks_per_direction) * p.units_per_block;
   const int units = max(0, min(p.units_per_block, p.H - j0));
+  const int b0 = blockIdx.y * p.batch_per_block;
+  const int rows = max(0, min(p.batch_per_block, p.B - b0));
   const int H = p.H, B = p.B, ld = p.D * p.H;
   extern __shared__ float smem[];
   float* w_s = smem;                            // (units_per_block, H): rows j0.. of W_hh
-  float* h_s = smem + p.units_per_block * H;    // (B, H): the previous step's state
+  float* h_s = smem + p.units_per_block * H;    // (batch_per_block, H): the previous step's state
   const scalar_t* w = p.w_hh + static_cast<int64_t>(d) * H * H;
   for (int i = threadIdx.x; i < units * H; i += kThreads) w_s[i] = static_cast<float>(w[j0 * H + i]);
 
@@ -73,49 +87,50 @@ __global__ void __launch_bounds__(kThreads) elman_forward_persistent_kernel(Pers
   int prev_t = -1;
   for (int step = 0; step < p.T; ++step) {
     const int t = d == 0 ? step : p.T - 1 - step;
-    for (int i = threadIdx.x; i < B * H; i += kThreads) {
-      const int b = i / H, k = i % H;
+    for (int i = threadIdx.x; i < rows * H; i += kThreads) {
+      const int b = b0 + i / H, k = i % H;
       h_s[i] = prev_t < 0 ? static_cast<float>(p.state0[(static_cast<int64_t>(d) * B + b) * H + k])
                           : load_coherent(p.seq + (static_cast<int64_t>(prev_t) * B + b) * ld + d * H + k);
     }
     __syncthreads();
-    for (int o = warp; o < B * units; o += kWarps) {
-      const int b = o / units, jj = o % units;
+    for (int o = warp; o < rows * units; o += kWarps) {
+      const int bb = o / units, jj = o % units;
       float acc = 0.f;
-      for (int k = lane; k < H; k += 32) acc += w_s[jj * H + k] * h_s[b * H + k];
+      for (int k = lane; k < H; k += 32) acc += w_s[jj * H + k] * h_s[bb * H + k];
       acc = warp_sum(acc);
       if (lane == 0) {
-        scalar_t* z = p.seq + (static_cast<int64_t>(t) * B + b) * ld + d * H + j0 + jj;
+        scalar_t* z = p.seq + (static_cast<int64_t>(t) * B + b0 + bb) * ld + d * H + j0 + jj;
         *z = static_cast<scalar_t>(ActivationFn<A>::forward(static_cast<float>(*z) + acc));
       }
     }
     prev_t = t;
-    grid.sync();  // this step's h_t, from every block, is visible to all before the next step reads it
+    step_barrier<kGridSync>();  // this step's h_t, from every block, is visible before the next step reads it
   }
-  for (int o = threadIdx.x; o < B * units; o += kThreads) {
-    const int b = o / units, j = j0 + o % units;
+  for (int o = threadIdx.x; o < rows * units; o += kThreads) {
+    const int b = b0 + o / units, j = j0 + o % units;
     p.state[(static_cast<int64_t>(d) * B + b) * H + j] = p.seq[(static_cast<int64_t>(prev_t) * B + b) * ld + d * H + j];
   }
 }
 
-template <typename scalar_t, Activation A>
+template <typename scalar_t, Activation A, bool kGridSync>
 __global__ void __launch_bounds__(kThreads) elman_backward_persistent_kernel(PersistentParams<scalar_t> p) {
-  cg::grid_group grid = cg::this_grid();
   const int d = blockIdx.x / p.blocks_per_direction;
   const int k0 = (blockIdx.x % p.blocks_per_direction) * p.units_per_block;
   const int units = max(0, min(p.units_per_block, p.H - k0));
+  const int b0 = blockIdx.y * p.batch_per_block;
+  const int rows = max(0, min(p.batch_per_block, p.B - b0));
   const int H = p.H, B = p.B, ld = p.D * p.H;
   extern __shared__ float smem[];
   float* wt_s = smem;                                   // (units_per_block, H): columns k0.. of W_hh, transposed
-  float* dz_s = smem + p.units_per_block * H;           // (B, H): the step's dL/dz from every block
-  float* dh_s = dz_s + B * H;                           // (B, units_per_block): dL/dh of this block's units
+  float* dz_s = smem + p.units_per_block * H;           // (batch_per_block, H): the step's dL/dz from every block
+  float* dh_s = dz_s + p.batch_per_block * H;           // (batch_per_block, units_per_block): dL/dh of own units
   const scalar_t* w = p.w_hh + static_cast<int64_t>(d) * H * H;
   for (int i = threadIdx.x; i < units * H; i += kThreads) {
     const int kk = i / H, j = i % H;
     wt_s[i] = static_cast<float>(w[j * H + k0 + kk]);
   }
-  scalar_t* grad_h = p.state + static_cast<int64_t>(d) * B * H;
-  for (int i = threadIdx.x; i < B * units; i += kThreads) {
+  scalar_t* grad_h = p.state + (static_cast<int64_t>(d) * B + b0) * H;
+  for (int i = threadIdx.x; i < rows * units; i += kThreads) {
     dh_s[i] = static_cast<float>(grad_h[(i / units) * H + k0 + i % units]);
   }
   __syncthreads();
@@ -123,19 +138,19 @@ __global__ void __launch_bounds__(kThreads) elman_backward_persistent_kernel(Per
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   for (int step = p.T - 1; step >= 0; --step) {
     const int t = d == 0 ? step : p.T - 1 - step;
-    const int64_t row0 = static_cast<int64_t>(t) * B * ld + d * H;
-    for (int i = threadIdx.x; i < B * units; i += kThreads) {
+    const int64_t row0 = (static_cast<int64_t>(t) * B + b0) * ld + d * H;
+    for (int i = threadIdx.x; i < rows * units; i += kThreads) {
       const int b = i / units, k = k0 + i % units;
       scalar_t* gz = p.seq + row0 + b * ld + k;
       const float g = static_cast<float>(*gz) + dh_s[i];
       *gz = static_cast<scalar_t>(g * ActivationFn<A>::derivative_from_output(static_cast<float>(p.out[row0 + b * ld + k])));
     }
-    grid.sync();  // every block's dL/dz_t is visible before any block reads the whole row
-    for (int i = threadIdx.x; i < B * H; i += kThreads) {
+    step_barrier<kGridSync>();  // every block's dL/dz_t is visible before any block reads the whole row
+    for (int i = threadIdx.x; i < rows * H; i += kThreads) {
       dz_s[i] = load_coherent(p.seq + row0 + (i / H) * ld + i % H);
     }
     __syncthreads();
-    for (int o = warp; o < B * units; o += kWarps) {
+    for (int o = warp; o < rows * units; o += kWarps) {
       const int b = o / units, kk = o % units;
       float acc = 0.f;
       for (int j = lane; j < H; j += 32) acc += dz_s[b * H + j] * wt_s[kk * H + j];
@@ -144,22 +159,48 @@ __global__ void __launch_bounds__(kThreads) elman_backward_persistent_kernel(Per
     }
     __syncthreads();
   }
-  for (int i = threadIdx.x; i < B * units; i += kThreads) {
+  for (int i = threadIdx.x; i < rows * units; i += kThreads) {
     grad_h[(i / units) * H + k0 + i % units] = static_cast<scalar_t>(dh_s[i]);
   }
 }
 
+// How a layer is spread over blocks. When all of W_hh fits one block's shared memory, each block owns a whole
+// direction for a couple of batch rows and needs no grid-wide barrier: blocks never wait for each other. Else
+// a direction's units are split over blocks (a few units each) that meet at a grid-wide barrier every step.
 struct Launch {
-  int units_per_block, blocks_per_direction;
+  int units_per_block, blocks_per_direction, batch_per_block, batch_blocks;
+  bool grid_sync;
+  size_t forward_smem, backward_smem;
 };
 
-// A few hidden units per block: enough blocks to spread the per-step product, few enough that the grid-wide
-// barrier stays cheap and every block fits on the device at once.
+constexpr size_t kSingleBlockSmemBudget = 160 * 1024;
+
 Launch plan_launch(const ElmanSizes& s) {
-  const int per_direction_cap = std::max(1, 64 / static_cast<int>(s.D));
-  const int blocks = std::clamp(static_cast<int>((s.H + 7) / 8), 1, per_direction_cap);
-  const int units = static_cast<int>((s.H + blocks - 1) / blocks);
-  return {units, static_cast<int>((s.H + units - 1) / units)};
+  const int H = static_cast<int>(s.H), B = static_cast<int>(s.B);
+  Launch plan{};
+  const int rows = std::min(B, 2);
+  if (shared_bytes(H, H, rows, true) <= kSingleBlockSmemBudget) {
+    plan.units_per_block = H;
+    plan.blocks_per_direction = 1;
+    plan.batch_per_block = rows;
+    plan.batch_blocks = (B + rows - 1) / rows;
+    plan.grid_sync = false;
+  } else {
+    const int per_direction_cap = std::max(1, 64 / static_cast<int>(s.D));
+    const int blocks = std::clamp((H + 7) / 8, 1, per_direction_cap);
+    plan.units_per_block = (H + blocks - 1) / blocks;
+    plan.blocks_per_direction = (H + plan.units_per_block - 1) / plan.units_per_block;
+    plan.batch_per_block = B;
+    plan.batch_blocks = 1;
+    plan.grid_sync = true;
+  }
+  plan.forward_smem = shared_bytes(H, plan.units_per_block, plan.batch_per_block, false);
+  plan.backward_smem = shared_bytes(H, plan.units_per_block, plan.batch_per_block, true);
+  return plan;
+}
+
+int64_t total_blocks(const ElmanSizes& s, const Launch& plan) {
+  return s.D * plan.blocks_per_direction * static_cast<int64_t>(plan.batch_blocks);
 }
 
 template <typename Kernel>
@@ -169,21 +210,28 @@ bool fits_on_device(Kernel kernel, const ElmanSizes& s, const Launch& plan, size
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&cooperative, cudaDevAttrCooperativeLaunch, device));
-  if (!cooperative || smem > static_cast<size_t>(max_optin)) return false;
+  if (smem > static_cast<size_t>(max_optin)) return false;
   C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  if (!plan.grid_sync) return true;  // independent blocks need not be resident together
   int per_sm = 0;
   C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem));
-  return static_cast<int64_t>(per_sm) * sms >= s.D * plan.blocks_per_direction;
+  return cooperative && static_cast<int64_t>(per_sm) * sms >= total_blocks(s, plan);
 }
 
 template <typename Kernel, typename scalar_t>
-void launch_cooperative(Kernel kernel, PersistentParams<scalar_t> params, const ElmanSizes& s, size_t smem) {
-  TORCH_CHECK(fits_on_device(kernel, s, {params.units_per_block, params.blocks_per_direction}, smem),
+void launch(Kernel kernel, PersistentParams<scalar_t> params, const ElmanSizes& s, const Launch& plan, size_t smem) {
+  TORCH_CHECK(fits_on_device(kernel, s, plan, smem),
               "rnnfast: the persistent CUDA path cannot hold this layer on the device (B=", s.B, ", H=", s.H, ")");
-  void* args[] = {&params};
-  C10_CUDA_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(kernel),
-                                             dim3(static_cast<unsigned>(s.D * params.blocks_per_direction)),
-                                             dim3(kThreads), args, smem, c10::cuda::getCurrentCUDAStream()));
+  const dim3 grid(static_cast<unsigned>(s.D * plan.blocks_per_direction), static_cast<unsigned>(plan.batch_blocks));
+  const auto stream = c10::cuda::getCurrentCUDAStream();
+  if (plan.grid_sync) {
+    void* args[] = {&params};
+    C10_CUDA_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(kernel), grid, dim3(kThreads), args, smem,
+                                               stream));
+  } else {
+    kernel<<<grid, kThreads, smem, stream>>>(params);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
 }
 
 template <typename scalar_t>
@@ -195,7 +243,18 @@ PersistentParams<scalar_t> make_params(const ElmanSizes& s, const Launch& plan) 
   p.D = static_cast<int>(s.D);
   p.units_per_block = plan.units_per_block;
   p.blocks_per_direction = plan.blocks_per_direction;
+  p.batch_per_block = plan.batch_per_block;
   return p;
+}
+
+// Runs f with the kernel's compile-time barrier choice matching the plan.
+template <typename F>
+void dispatch_barrier(const Launch& plan, const F& f) {
+  if (plan.grid_sync) {
+    f(std::true_type{});
+  } else {
+    f(std::false_type{});
+  }
 }
 
 // The persistent kernels' dtypes: all accumulate in float32.
@@ -216,11 +275,18 @@ bool persistent_supported(const ElmanSizes& s, at::ScalarType dtype, bool packed
   if (dtype != at::kFloat && dtype != at::kHalf && dtype != at::kBFloat16) return false;
   if (s.T > INT32_MAX || s.B * s.D * s.H > INT32_MAX) return false;
   const Launch plan = plan_launch(s);
-  return fits_on_device(elman_forward_persistent_kernel<float, Activation::Tanh>, s, plan,
-                        shared_bytes(s, plan.units_per_block, false)) &&
-         fits_on_device(elman_backward_persistent_kernel<float, Activation::Tanh>, s, plan,
-                        shared_bytes(s, plan.units_per_block, true));
+  bool fits = false;
+  dispatch_barrier(plan, [&](auto grid_sync) {
+    constexpr bool kGridSync = decltype(grid_sync)::value;
+    fits = fits_on_device(elman_forward_persistent_kernel<float, Activation::Tanh, kGridSync>, s, plan,
+                          plan.forward_smem) &&
+           fits_on_device(elman_backward_persistent_kernel<float, Activation::Tanh, kGridSync>, s, plan,
+                          plan.backward_smem);
+  });
+  return fits;
 }
+
+bool persistent_needs_grid_sync(const ElmanSizes& s) { return plan_launch(s).grid_sync; }
 
 void persistent_forward_recurrence(at::Tensor& output, const at::Tensor& hx, const at::Tensor& weight_hh,
                                    at::Tensor& h_n, const ElmanSizes& s, bool relu) {
@@ -234,8 +300,9 @@ void persistent_forward_recurrence(at::Tensor& output, const at::Tensor& hx, con
         p.state0 = hx.const_data_ptr<scalar_t>();
         p.state = h_n.data_ptr<scalar_t>();
         p.w_hh = weight_hh.const_data_ptr<scalar_t>();
-        launch_cooperative(elman_forward_persistent_kernel<scalar_t, act>, p, s,
-                           shared_bytes(s, plan.units_per_block, false));
+        dispatch_barrier(plan, [&](auto grid_sync) {
+          launch(elman_forward_persistent_kernel<scalar_t, act, decltype(grid_sync)::value>, p, s, plan, plan.forward_smem);
+        });
       });
   });
 }
@@ -252,8 +319,9 @@ void persistent_backward_recurrence(at::Tensor& grad_z, at::Tensor& grad_h, cons
         p.out = output.const_data_ptr<scalar_t>();
         p.state = grad_h.data_ptr<scalar_t>();
         p.w_hh = weight_hh.const_data_ptr<scalar_t>();
-        launch_cooperative(elman_backward_persistent_kernel<scalar_t, act>, p, s,
-                           shared_bytes(s, plan.units_per_block, true));
+        dispatch_barrier(plan, [&](auto grid_sync) {
+          launch(elman_backward_persistent_kernel<scalar_t, act, decltype(grid_sync)::value>, p, s, plan, plan.backward_smem);
+        });
       });
   });
 }
