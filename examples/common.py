@@ -1,0 +1,61 @@
+"""Pieces every example shares: choosing the RNN implementation, seeding, and the result line the tests read.
+
+The examples run from any folder as `python examples/NAME.py`; Python puts this folder on sys.path, so they
+import this module as `common`.
+"""
+
+import random
+import time
+
+import torch
+
+import rnnfast
+
+# The two implementations an example can run on: rnnfast's fused kernels, or PyTorch's own, for comparison.
+RNN_CLASSES = {"rnnfast": rnnfast.RNN, "torch": torch.nn.RNN}
+
+
+def add_common_arguments(parser, *, default_steps, quick_steps):
+    parser.add_argument("--backend", choices=sorted(RNN_CLASSES), default="rnnfast",
+                        help="which RNN implementation to train: rnnfast.RNN (default) or torch.nn.RNN")
+    parser.add_argument("--steps", type=int, default=None,
+                        help=f"training steps (default {default_steps}; {quick_steps} with --quick)")
+    parser.add_argument("--quick", action="store_true",
+                        help="the short smoke run that CI does; it must still reach the target")
+    parser.add_argument("--seed", type=int, default=0, help="seed for the data and the initial weights")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch.set_num_threads before training (default: PyTorch's choice)")
+    return parser
+
+
+def training_steps(args, *, default_steps, quick_steps):
+    if args.steps is not None:
+        return args.steps
+    return quick_steps if args.quick else default_steps
+
+
+def set_up(args):
+    """Seeds every generator the examples use and applies --threads; returns the chosen RNN class."""
+    random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    return RNN_CLASSES[args.backend]
+
+
+class Stopwatch:
+    def __enter__(self):
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.start
+
+
+def report(metric, value, target, *, higher_is_better):
+    """Prints the result line that tests/test_examples.py parses and returns the exit status: 0 when the target
+    is reached, 1 otherwise, so that a run that did not learn the task fails visibly."""
+    reached = value >= target if higher_is_better else value <= target
+    relation = ">=" if higher_is_better else "<="
+    print(f"result: {metric} = {value:.4g}, target {relation} {target} -> {'reached' if reached else 'NOT reached'}")
+    return 0 if reached else 1
