@@ -12,7 +12,7 @@ import sys
 import torch
 from torch import nn
 
-from common import Stopwatch, add_common_arguments, report, set_up, training_steps
+from example_support import Stopwatch, add_common_arguments, report, apply_common_arguments, training_steps
 
 SEQUENCE_LENGTH = 20
 TARGET_ACCURACY = 0.95
@@ -49,7 +49,7 @@ def main(argv=None):
     parser.add_argument("--hidden-size", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args(argv)
-    rnn_class = set_up(args)
+    rnn_class = apply_common_arguments(args)
     steps = training_steps(args, default_steps=DEFAULT_STEPS, quick_steps=QUICK_STEPS)
 
     generator = torch.Generator().manual_seed(args.seed)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from common import Stopwatch, add_common_arguments, report, set_up, training_steps
+from example_support import Stopwatch, add_common_arguments, report, apply_common_arguments, training_steps
 
 MIN_LENGTH, MAX_LENGTH = 5, 20
 TARGET_ACCURACY = 0.94
@@ -54,7 +54,7 @@ def main(argv=None):
     parser.add_argument("--hidden-size", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args(argv)
-    rnn_class = set_up(args)
+    rnn_class = apply_common_arguments(args)
     steps = training_steps(args, default_steps=DEFAULT_STEPS, quick_steps=QUICK_STEPS)
 
     generator = torch.Generator().manual_seed(args.seed)

@@ -15,7 +15,7 @@ import sys
 import torch
 from torch import nn
 
-from common import Stopwatch, add_common_arguments, report, set_up, training_steps
+from example_support import Stopwatch, add_common_arguments, report, apply_common_arguments, training_steps
 
 GENERATED_STEPS = 20
 PHASE_STEP = 0.3  # radians between generated values: a period is about 21 steps
@@ -56,7 +56,7 @@ def main(argv=None):
     parser.add_argument("--hidden-size", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args(argv)
-    rnn_class = set_up(args)
+    rnn_class = apply_common_arguments(args)
     steps = training_steps(args, default_steps=DEFAULT_STEPS, quick_steps=QUICK_STEPS)
 
     generator = torch.Generator().manual_seed(args.seed)

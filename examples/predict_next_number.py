@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 import rnnfast
-from common import Stopwatch
+from example_support import Stopwatch
 
 # The same weights and gradients, computed in another order in float32, give predictions within 1e-7 of each
 # other here; 1e-4 leaves room for other CPUs' rounding. Both models reach about 5 even with a wrong weight or

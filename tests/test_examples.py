@@ -33,7 +33,7 @@ def run_example(name, *args):
 def load_example(name):
     spec = importlib.util.spec_from_file_location(name[: -len(".py")], os.path.join(EXAMPLES, name))
     module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, EXAMPLES)  # the examples import their shared module as `common`
+    sys.path.insert(0, EXAMPLES)  # the examples import their shared module, example_support, from there
     try:
         spec.loader.exec_module(module)
     finally:
@@ -41,7 +41,7 @@ def load_example(name):
     return module
 
 
-EXAMPLE_NAMES = sorted(f for f in os.listdir(EXAMPLES) if f.endswith(".py") and f != "common.py")
+EXAMPLE_NAMES = sorted(f for f in os.listdir(EXAMPLES) if f.endswith(".py") and f != "example_support.py")
 
 
 @pytest.mark.parametrize("name", EXAMPLE_NAMES)

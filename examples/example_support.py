@@ -1,10 +1,9 @@
-"""Pieces every example shares: choosing the RNN implementation, seeding, and the result line the tests read.
+"""Pieces the training examples share: choosing the RNN implementation, seeding, and the result line the tests read.
 
 The examples run from any folder as `python examples/NAME.py`; Python puts this folder on sys.path, so they
-import this module as `common`.
+import this module as `example_support`.
 """
 
-import random
 import time
 
 import torch
@@ -34,9 +33,8 @@ def training_steps(args, *, default_steps, quick_steps):
     return quick_steps if args.quick else default_steps
 
 
-def set_up(args):
-    """Seeds every generator the examples use and applies --threads; returns the chosen RNN class."""
-    random.seed(args.seed)
+def apply_common_arguments(args):
+    """Seeds torch's generator (the initial weights) and applies --threads; returns the chosen RNN class."""
     torch.manual_seed(args.seed)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
