@@ -12,7 +12,7 @@ import sys
 import torch
 from torch import nn
 
-from example_support import Stopwatch, add_common_arguments, report, apply_common_arguments, training_steps
+from example_support import Stopwatch, add_common_arguments, apply_common_arguments, report, training_steps
 
 SEQUENCE_LENGTH = 20
 TARGET_ACCURACY = 0.95

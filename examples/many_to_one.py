@@ -2,8 +2,8 @@
 
 The task: is the sum of a sequence of numbers drawn from [-1, 1] positive? Sequences have different lengths
 (MIN_LENGTH to MAX_LENGTH steps), so they go through the RNN as one PackedSequence (unsorted lengths), and each
-sequence is classified from its own last hidden state h_n. Trains until the held-out accuracy is printed and
-checked against TARGET_ACCURACY; --quick is the short smoke run CI does.
+sequence is classified from its own last hidden state h_n. Trains, then prints the held-out accuracy and checks
+it against TARGET_ACCURACY; --quick is the short smoke run CI does.
 """
 
 import argparse
@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from example_support import Stopwatch, add_common_arguments, report, apply_common_arguments, training_steps
+from example_support import Stopwatch, add_common_arguments, apply_common_arguments, report, training_steps
 
 MIN_LENGTH, MAX_LENGTH = 5, 20
 TARGET_ACCURACY = 0.94

@@ -15,7 +15,7 @@ import sys
 import torch
 from torch import nn
 
-from example_support import Stopwatch, add_common_arguments, report, apply_common_arguments, training_steps
+from example_support import Stopwatch, add_common_arguments, apply_common_arguments, report, training_steps
 
 GENERATED_STEPS = 20
 PHASE_STEP = 0.3  # radians between generated values: a period is about 21 steps
