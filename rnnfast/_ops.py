@@ -46,3 +46,21 @@ def _elman_backward(ctx, grad_output, grad_h_n):
 torch.library.register_autograd(
     "rnnfast::elman_layer_forward", _elman_backward, setup_context=_elman_setup_context
 )
+
+
+def _elman_backward_setup_context(ctx, inputs, output):
+    pass
+
+
+def _elman_double_backward(ctx, *grads):
+    # Gradients of gradients (create_graph=True) would need the backward's own derivative; until it exists, say so
+    # rather than return a silently incomplete second derivative.
+    raise NotImplementedError(
+        "rnnfast: double backward (gradients of gradients, create_graph=True) through the Elman kernels is not "
+        "supported yet; use torch.nn.RNN for gradient penalties or meta-learning"
+    )
+
+
+torch.library.register_autograd(
+    "rnnfast::elman_layer_backward", _elman_double_backward, setup_context=_elman_backward_setup_context
+)
