@@ -125,8 +125,8 @@ def markdown(rows, meta):
     names = sorted({n for r in rows for n in r["seconds"] if n != baseline})
     lines = [f"Device: {meta['device_name']}; torch {meta['torch']}; dtype {meta['dtype']}; "
              f"medians of {meta['repeats']} interleaved runs after {meta['warmup']} warm-ups. "
-             "Float32 products may use TF32 in both cuDNN and rnnfast (torch.backends.cudnn.allow_tf32, on by "
-             "default); n/a: the persistent path cannot hold that shape.", "",
+             "Exact float32 products on both sides (TF32 off in cuDNN and cuBLAS); "
+             "n/a: the persistent path cannot hold that shape.", "",
              "| B | H | T | mode | " + baseline + " ms | " + " | ".join(f"{n} ms (speed-up)" for n in names) + " |",
              "|" + "---|" * (5 + len(names))]  # fmt: skip
     for r in rows:
@@ -152,6 +152,9 @@ def main(argv=None):
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but no CUDA device is visible")
     dtype = getattr(torch, args.dtype)
+    # The same arithmetic on both sides: exact float32 products, not cuDNN's default TF32.
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
     rows = run(GRIDS[args.grid], args.device, dtype, args.warmup, args.repeats)
     meta = dict(
         device=args.device,

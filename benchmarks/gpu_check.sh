@@ -17,9 +17,14 @@ if ! $python setup.py build_ext --inplace > "$out/build.log" 2>&1; then
   tail -40 "$out/build.log"; echo "gpu_check: build failed"; exit 1
 fi
 echo "gpu_check: built in $(( $(date +%s) - start )) s"
-timeout 300 $python -m pytest tests/test_cuda.py tests/test_ops.py -q -rfE --maxfail=20 -p no:cacheprovider 2>&1 | tee "$out/tests.log" | tail -15
-tests_status=${PIPESTATUS[0]}
-echo "gpu_check: tests exit $tests_status after $(( $(date +%s) - start )) s"
+# The CUDA tests, then the op tests (CPU and CUDA) in a process of their own, so that one crash cannot hide
+# the other's results.
+timeout 240 $python -m pytest tests/test_cuda.py -q -rfE --maxfail=20 -p no:cacheprovider 2>&1 | tee "$out/tests.log" | tail -8
+cuda_status=${PIPESTATUS[0]}
+timeout 120 $python -m pytest tests/test_ops.py -q -rfE --maxfail=20 -p no:cacheprovider 2>&1 | tee -a "$out/tests.log" | tail -8
+ops_status=${PIPESTATUS[0]}
+tests_status=$(( cuda_status != 0 ? cuda_status : ops_status ))
+echo "gpu_check: tests exit $cuda_status (CUDA) $ops_status (ops) after $(( $(date +%s) - start )) s"
 $python benchmarks/gpu_check.py --out "$out" 2>&1 | tail -60
 echo "gpu_check: done after $(( $(date +%s) - start )) s"
 exit "$tests_status"

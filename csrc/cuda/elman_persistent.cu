@@ -50,12 +50,18 @@ struct PersistentParams {
   int batch_per_block;     // batch rows of one block (gridDim.y slices the batch)
 };
 
-// Shared memory of one block: its W_hh slice (units_per_block x H), the state of its batch rows for the step
-// (batch_per_block x H), and, in backward, its own units' running gradient (batch_per_block x units_per_block);
-// all float32.
-inline size_t shared_bytes(int H, int units_per_block, int batch_per_block, bool backward) {
-  return sizeof(float) * (static_cast<size_t>(units_per_block) * H + static_cast<size_t>(batch_per_block) * H +
-                          (backward ? static_cast<size_t>(batch_per_block) * units_per_block : 0));
+// Each thread carries this many of its block's (batch row, unit) values from one step to the next in registers,
+// so the next step's loads are in flight while this step computes.
+constexpr int kPerThread = 4;
+constexpr int kMaxOutputsPerBlock = kThreads * kPerThread;
+
+// Shared memory of one block, all float32. Forward: its W_hh rows (units x H), two state buffers (2 x rows x H;
+// one buffer when blocks exchange the state through global memory), this step's pre-activations (rows x units).
+// Backward: its W_hh columns transposed (units x H), the step's dL/dz (rows x H), its units' dL/dh (rows x units).
+inline size_t shared_bytes(int H, int units, int rows, bool backward) {
+  const size_t w = static_cast<size_t>(units) * H, state = static_cast<size_t>(rows) * H;
+  const size_t own = static_cast<size_t>(rows) * units;
+  return sizeof(float) * (backward ? w + state + own : w + 2 * state + own);
 }
 
 // The per-step barrier: a block that owns all of a direction's units only waits for its own threads; blocks
@@ -69,89 +75,145 @@ __device__ __forceinline__ void step_barrier() {
   }
 }
 
+// This block's slice of one step: rows batch rows from b0, units hidden units from j0, of direction d.
+struct Slice {
+  int d, j0, units, b0, rows;
+};
+
+template <typename scalar_t>
+__device__ __forceinline__ Slice block_slice(const PersistentParams<scalar_t>& p) {
+  Slice s;
+  s.d = blockIdx.x / p.blocks_per_direction;
+  s.j0 = (blockIdx.x % p.blocks_per_direction) * p.units_per_block;
+  s.units = max(0, min(p.units_per_block, p.H - s.j0));
+  s.b0 = blockIdx.y * p.batch_per_block;
+  s.rows = max(0, min(p.batch_per_block, p.B - s.b0));
+  return s;
+}
+
+// Loads this thread's share of a step's (row, unit) values of a (T, B, D*H) sequence into registers.
+template <typename scalar_t>
+__device__ __forceinline__ void load_own(const scalar_t* seq, int t, const Slice& s, int B, int ld, int H,
+                                         float (&regs)[kPerThread]) {
+#pragma unroll
+  for (int m = 0; m < kPerThread; ++m) {
+    const int i = threadIdx.x + m * kThreads;
+    if (i < s.rows * s.units) {
+      regs[m] = static_cast<float>(seq[(static_cast<int64_t>(t) * B + s.b0 + i / s.units) * ld + s.d * H + s.j0 +
+                                       i % s.units]);
+    }
+  }
+}
+
 template <typename scalar_t, Activation A, bool kGridSync>
 __global__ void __launch_bounds__(kThreads) elman_forward_persistent_kernel(PersistentParams<scalar_t> p) {
-  const int d = blockIdx.x / p.blocks_per_direction;
-  const int j0 = (blockIdx.x % p.blocks_per_direction) * p.units_per_block;
-  const int units = max(0, min(p.units_per_block, p.H - j0));
-  const int b0 = blockIdx.y * p.batch_per_block;
-  const int rows = max(0, min(p.batch_per_block, p.B - b0));
+  const Slice sl = block_slice(p);
   const int H = p.H, B = p.B, ld = p.D * p.H;
   extern __shared__ float smem[];
-  float* w_s = smem;                            // (units_per_block, H): rows j0.. of W_hh
-  float* h_s = smem + p.units_per_block * H;    // (batch_per_block, H): the previous step's state
-  const scalar_t* w = p.w_hh + static_cast<int64_t>(d) * H * H;
-  for (int i = threadIdx.x; i < units * H; i += kThreads) w_s[i] = static_cast<float>(w[j0 * H + i]);
+  float* w_s = smem;                               // (units, H): rows j0.. of W_hh
+  float* h_cur = w_s + sl.units * H;               // (rows, H): the state this step starts from
+  float* h_next = h_cur + sl.rows * H;             // (rows, H): the state it ends in (one-block plan only)
+  float* z_s = h_next + sl.rows * H;               // (rows, units): this step's x_t W_ih^T + b
+  const scalar_t* w = p.w_hh + static_cast<int64_t>(sl.d) * H * H;
+  for (int i = threadIdx.x; i < sl.units * H; i += kThreads) w_s[i] = static_cast<float>(w[sl.j0 * H + i]);
+  for (int i = threadIdx.x; i < sl.rows * H; i += kThreads) {
+    h_cur[i] = static_cast<float>(p.state0[(static_cast<int64_t>(sl.d) * B + sl.b0 + i / H) * H + i % H]);
+  }
+  auto step_t = [&](int step) { return sl.d == 0 ? step : p.T - 1 - step; };
+  float z_reg[kPerThread];
+  load_own(p.seq, step_t(0), sl, B, ld, H, z_reg);
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   int prev_t = -1;
   for (int step = 0; step < p.T; ++step) {
-    const int t = d == 0 ? step : p.T - 1 - step;
-    for (int i = threadIdx.x; i < rows * H; i += kThreads) {
-      const int b = b0 + i / H, k = i % H;
-      h_s[i] = prev_t < 0 ? static_cast<float>(p.state0[(static_cast<int64_t>(d) * B + b) * H + k])
-                          : load_coherent(p.seq + (static_cast<int64_t>(prev_t) * B + b) * ld + d * H + k);
+    const int t = step_t(step);
+#pragma unroll
+    for (int m = 0; m < kPerThread; ++m) {
+      const int i = threadIdx.x + m * kThreads;
+      if (i < sl.rows * sl.units) z_s[i] = z_reg[m];
+    }
+    if (step + 1 < p.T) load_own(p.seq, step_t(step + 1), sl, B, ld, H, z_reg);
+    if (kGridSync && prev_t >= 0) {
+      for (int i = threadIdx.x; i < sl.rows * H; i += kThreads) {
+        h_cur[i] = load_coherent(p.seq + (static_cast<int64_t>(prev_t) * B + sl.b0 + i / H) * ld + sl.d * H + i % H);
+      }
     }
     __syncthreads();
-    for (int o = warp; o < rows * units; o += kWarps) {
-      const int bb = o / units, jj = o % units;
+    for (int o = warp; o < sl.rows * sl.units; o += kWarps) {
+      const int bb = o / sl.units, jj = o % sl.units;
       float acc = 0.f;
-      for (int k = lane; k < H; k += 32) acc += w_s[jj * H + k] * h_s[bb * H + k];
+      for (int k = lane; k < H; k += 32) acc += w_s[jj * H + k] * h_cur[bb * H + k];
       acc = warp_sum(acc);
       if (lane == 0) {
-        scalar_t* z = p.seq + (static_cast<int64_t>(t) * B + b0 + bb) * ld + d * H + j0 + jj;
-        *z = static_cast<scalar_t>(ActivationFn<A>::forward(static_cast<float>(*z) + acc));
+        const scalar_t h = static_cast<scalar_t>(ActivationFn<A>::forward(z_s[o] + acc));
+        p.seq[(static_cast<int64_t>(t) * B + sl.b0 + bb) * ld + sl.d * H + sl.j0 + jj] = h;
+        if (!kGridSync) h_next[bb * H + jj] = static_cast<float>(h);
       }
     }
     prev_t = t;
     step_barrier<kGridSync>();  // this step's h_t, from every block, is visible before the next step reads it
+    if (!kGridSync) {
+      float* swap = h_cur;
+      h_cur = h_next;
+      h_next = swap;
+    }
   }
-  for (int o = threadIdx.x; o < rows * units; o += kThreads) {
-    const int b = b0 + o / units, j = j0 + o % units;
-    p.state[(static_cast<int64_t>(d) * B + b) * H + j] = p.seq[(static_cast<int64_t>(prev_t) * B + b) * ld + d * H + j];
+  for (int o = threadIdx.x; o < sl.rows * sl.units; o += kThreads) {
+    const int b = sl.b0 + o / sl.units, j = sl.j0 + o % sl.units;
+    p.state[(static_cast<int64_t>(sl.d) * B + b) * H + j] =
+        p.seq[(static_cast<int64_t>(prev_t) * B + b) * ld + sl.d * H + j];
   }
 }
 
 template <typename scalar_t, Activation A, bool kGridSync>
 __global__ void __launch_bounds__(kThreads) elman_backward_persistent_kernel(PersistentParams<scalar_t> p) {
-  const int d = blockIdx.x / p.blocks_per_direction;
-  const int k0 = (blockIdx.x % p.blocks_per_direction) * p.units_per_block;
-  const int units = max(0, min(p.units_per_block, p.H - k0));
-  const int b0 = blockIdx.y * p.batch_per_block;
-  const int rows = max(0, min(p.batch_per_block, p.B - b0));
+  const Slice sl = block_slice(p);  // here j0.. are the units k whose dL/dh_{t-1} this block computes
   const int H = p.H, B = p.B, ld = p.D * p.H;
   extern __shared__ float smem[];
-  float* wt_s = smem;                                   // (units_per_block, H): columns k0.. of W_hh, transposed
-  float* dz_s = smem + p.units_per_block * H;           // (batch_per_block, H): the step's dL/dz from every block
-  float* dh_s = dz_s + p.batch_per_block * H;           // (batch_per_block, units_per_block): dL/dh of own units
-  const scalar_t* w = p.w_hh + static_cast<int64_t>(d) * H * H;
-  for (int i = threadIdx.x; i < units * H; i += kThreads) {
-    const int kk = i / H, j = i % H;
-    wt_s[i] = static_cast<float>(w[j * H + k0 + kk]);
+  float* wt_s = smem;                       // (units, H): columns j0.. of W_hh, transposed
+  float* dz_s = wt_s + sl.units * H;        // (rows, H): the step's dL/dz from every block
+  float* dh_s = dz_s + sl.rows * H;         // (rows, units): dL/dh of this block's units
+  const scalar_t* w = p.w_hh + static_cast<int64_t>(sl.d) * H * H;
+  for (int i = threadIdx.x; i < sl.units * H; i += kThreads) {
+    wt_s[i] = static_cast<float>(w[(i % H) * H + sl.j0 + i / H]);
   }
-  scalar_t* grad_h = p.state + (static_cast<int64_t>(d) * B + b0) * H;
-  for (int i = threadIdx.x; i < rows * units; i += kThreads) {
-    dh_s[i] = static_cast<float>(grad_h[(i / units) * H + k0 + i % units]);
+  scalar_t* grad_h = p.state + (static_cast<int64_t>(sl.d) * B + sl.b0) * H;
+  for (int i = threadIdx.x; i < sl.rows * sl.units; i += kThreads) {
+    dh_s[i] = static_cast<float>(grad_h[(i / sl.units) * H + sl.j0 + i % sl.units]);
   }
+  auto step_t = [&](int step) { return sl.d == 0 ? step : p.T - 1 - step; };
+  float g_reg[kPerThread], h_reg[kPerThread];
+  load_own(p.seq, step_t(p.T - 1), sl, B, ld, H, g_reg);
+  load_own(p.out, step_t(p.T - 1), sl, B, ld, H, h_reg);
   __syncthreads();
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   for (int step = p.T - 1; step >= 0; --step) {
-    const int t = d == 0 ? step : p.T - 1 - step;
-    const int64_t row0 = (static_cast<int64_t>(t) * B + b0) * ld + d * H;
-    for (int i = threadIdx.x; i < rows * units; i += kThreads) {
-      const int b = i / units, k = k0 + i % units;
-      scalar_t* gz = p.seq + row0 + b * ld + k;
-      const float g = static_cast<float>(*gz) + dh_s[i];
-      *gz = static_cast<scalar_t>(g * ActivationFn<A>::derivative_from_output(static_cast<float>(p.out[row0 + b * ld + k])));
+    const int t = step_t(step);
+#pragma unroll
+    for (int m = 0; m < kPerThread; ++m) {
+      const int i = threadIdx.x + m * kThreads;
+      if (i < sl.rows * sl.units) {
+        const int b = i / sl.units, k = sl.j0 + i % sl.units;
+        const scalar_t dz =
+            static_cast<scalar_t>((g_reg[m] + dh_s[i]) * ActivationFn<A>::derivative_from_output(h_reg[m]));
+        p.seq[(static_cast<int64_t>(t) * B + sl.b0 + b) * ld + sl.d * H + k] = dz;
+        if (!kGridSync) dz_s[b * H + k] = static_cast<float>(dz);
+      }
+    }
+    if (step > 0) {
+      load_own(p.seq, step_t(step - 1), sl, B, ld, H, g_reg);
+      load_own(p.out, step_t(step - 1), sl, B, ld, H, h_reg);
     }
     step_barrier<kGridSync>();  // every block's dL/dz_t is visible before any block reads the whole row
-    for (int i = threadIdx.x; i < rows * H; i += kThreads) {
-      dz_s[i] = load_coherent(p.seq + row0 + (i / H) * ld + i % H);
+    if (kGridSync) {
+      for (int i = threadIdx.x; i < sl.rows * H; i += kThreads) {
+        dz_s[i] = load_coherent(p.seq + (static_cast<int64_t>(t) * B + sl.b0 + i / H) * ld + sl.d * H + i % H);
+      }
+      __syncthreads();
     }
-    __syncthreads();
-    for (int o = warp; o < rows * units; o += kWarps) {
-      const int b = o / units, kk = o % units;
+    for (int o = warp; o < sl.rows * sl.units; o += kWarps) {
+      const int b = o / sl.units, kk = o % sl.units;
       float acc = 0.f;
       for (int j = lane; j < H; j += 32) acc += dz_s[b * H + j] * wt_s[kk * H + j];
       acc = warp_sum(acc);
@@ -159,14 +221,15 @@ __global__ void __launch_bounds__(kThreads) elman_backward_persistent_kernel(Per
     }
     __syncthreads();
   }
-  for (int i = threadIdx.x; i < rows * units; i += kThreads) {
-    grad_h[(i / units) * H + k0 + i % units] = static_cast<scalar_t>(dh_s[i]);
+  for (int i = threadIdx.x; i < sl.rows * sl.units; i += kThreads) {
+    grad_h[(i / sl.units) * H + sl.j0 + i % sl.units] = static_cast<scalar_t>(dh_s[i]);
   }
 }
 
 // How a layer is spread over blocks. When all of W_hh fits one block's shared memory, each block owns a whole
 // direction for a couple of batch rows and needs no grid-wide barrier: blocks never wait for each other. Else
-// a direction's units are split over blocks (a few units each) that meet at a grid-wide barrier every step.
+// a direction's units are split over blocks (a few units each, for as many batch rows as a block's registers
+// carry) that meet at a grid-wide barrier every step.
 struct Launch {
   int units_per_block, blocks_per_direction, batch_per_block, batch_blocks;
   bool grid_sync;
@@ -179,21 +242,20 @@ Launch plan_launch(const ElmanSizes& s) {
   const int H = static_cast<int>(s.H), B = static_cast<int>(s.B);
   Launch plan{};
   const int rows = std::min(B, 2);
-  if (shared_bytes(H, H, rows, true) <= kSingleBlockSmemBudget) {
+  if (shared_bytes(H, H, rows, false) <= kSingleBlockSmemBudget && rows * H <= kMaxOutputsPerBlock) {
     plan.units_per_block = H;
     plan.blocks_per_direction = 1;
     plan.batch_per_block = rows;
-    plan.batch_blocks = (B + rows - 1) / rows;
     plan.grid_sync = false;
   } else {
     const int per_direction_cap = std::max(1, 64 / static_cast<int>(s.D));
     const int blocks = std::clamp((H + 7) / 8, 1, per_direction_cap);
     plan.units_per_block = (H + blocks - 1) / blocks;
     plan.blocks_per_direction = (H + plan.units_per_block - 1) / plan.units_per_block;
-    plan.batch_per_block = B;
-    plan.batch_blocks = 1;
+    plan.batch_per_block = std::max(1, std::min(B, kMaxOutputsPerBlock / plan.units_per_block));
     plan.grid_sync = true;
   }
+  plan.batch_blocks = (B + plan.batch_per_block - 1) / plan.batch_per_block;
   plan.forward_smem = shared_bytes(H, plan.units_per_block, plan.batch_per_block, false);
   plan.backward_smem = shared_bytes(H, plan.units_per_block, plan.batch_per_block, true);
   return plan;
