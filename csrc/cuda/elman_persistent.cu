@@ -20,7 +20,6 @@ namespace {
 namespace cg = cooperative_groups;
 
 constexpr int kThreads = 256;
-constexpr int kWarps = kThreads / 32;
 
 // Loads that bypass L1: another block wrote these values in the previous step, and L1 is not coherent.
 __device__ __forceinline__ float load_coherent(const float* p) { return __ldcg(p); }
@@ -29,12 +28,6 @@ __device__ __forceinline__ float load_coherent(const c10::Half* p) {
 }
 __device__ __forceinline__ float load_coherent(const c10::BFloat16* p) {
   return __bfloat162float(__ldcg(reinterpret_cast<const __nv_bfloat16*>(p)));
-}
-
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
-  return v;
 }
 
 template <typename scalar_t>
@@ -50,18 +43,17 @@ struct PersistentParams {
   int batch_per_block;     // batch rows of one block (gridDim.y slices the batch)
 };
 
-// Each thread carries this many of its block's (batch row, unit) values from one step to the next in registers,
-// so the next step's loads are in flight while this step computes.
+// Each thread owns up to this many of its block's (batch row, hidden unit) outputs: it computes them, and carries
+// their next-step operands in registers, so those loads are in flight while the current step computes.
 constexpr int kPerThread = 4;
 constexpr int kMaxOutputsPerBlock = kThreads * kPerThread;
 
-// Shared memory of one block, all float32. Forward: its W_hh rows (units x H), two state buffers (2 x rows x H;
-// one buffer when blocks exchange the state through global memory), this step's pre-activations (rows x units).
-// Backward: its W_hh columns transposed (units x H), the step's dL/dz (rows x H), its units' dL/dh (rows x units).
+// Shared memory of one block, all float32: its W_hh slice stored k-major (H x units), so that threads owning
+// neighbouring units read neighbouring words; and the state rows it needs (forward: two buffers, rows x H each,
+// one of them unused when blocks exchange the state through global memory; backward: the step's dL/dz rows).
 inline size_t shared_bytes(int H, int units, int rows, bool backward) {
   const size_t w = static_cast<size_t>(units) * H, state = static_cast<size_t>(rows) * H;
-  const size_t own = static_cast<size_t>(rows) * units;
-  return sizeof(float) * (backward ? w + state + own : w + 2 * state + own);
+  return sizeof(float) * (backward ? w + state : w + 2 * state);
 }
 
 // The per-step barrier: a block that owns all of a direction's units only waits for its own threads; blocks
@@ -91,64 +83,73 @@ __device__ __forceinline__ Slice block_slice(const PersistentParams<scalar_t>& p
   return s;
 }
 
-// Loads this thread's share of a step's (row, unit) values of a (T, B, D*H) sequence into registers.
+// Output m of this thread: index o = threadIdx.x + m * kThreads into the block's (rows, units) outputs.
+__device__ __forceinline__ int own_output(int m) { return threadIdx.x + m * kThreads; }
+
+// Where this block's output o of step t lives in a (T, B, D*H) sequence.
+__device__ __forceinline__ int64_t own_offset(const Slice& s, int o, int t, int B, int ld, int H) {
+  return (static_cast<int64_t>(t) * B + s.b0 + o / s.units) * ld + s.d * H + s.j0 + o % s.units;
+}
+
+// Loads this thread's outputs of step t of a (T, B, D*H) sequence into registers.
 template <typename scalar_t>
 __device__ __forceinline__ void load_own(const scalar_t* seq, int t, const Slice& s, int B, int ld, int H,
                                          float (&regs)[kPerThread]) {
 #pragma unroll
   for (int m = 0; m < kPerThread; ++m) {
-    const int i = threadIdx.x + m * kThreads;
-    if (i < s.rows * s.units) {
-      regs[m] = static_cast<float>(seq[(static_cast<int64_t>(t) * B + s.b0 + i / s.units) * ld + s.d * H + s.j0 +
-                                       i % s.units]);
-    }
+    const int o = own_output(m);
+    if (o < s.rows * s.units) regs[m] = static_cast<float>(seq[own_offset(s, o, t, B, ld, H)]);
+  }
+}
+
+// Loads rows of step t of a sequence, written by other blocks, into shared memory (rows x H).
+template <typename scalar_t>
+__device__ __forceinline__ void load_rows_coherent(float* dst, const scalar_t* seq, int t, const Slice& s, int B,
+                                                   int ld, int H) {
+  for (int i = threadIdx.x; i < s.rows * H; i += kThreads) {
+    dst[i] = load_coherent(seq + (static_cast<int64_t>(t) * B + s.b0 + i / H) * ld + s.d * H + i % H);
   }
 }
 
 template <typename scalar_t, Activation A, bool kGridSync>
 __global__ void __launch_bounds__(kThreads) elman_forward_persistent_kernel(PersistentParams<scalar_t> p) {
   const Slice sl = block_slice(p);
-  const int H = p.H, B = p.B, ld = p.D * p.H;
+  const int H = p.H, B = p.B, ld = p.D * p.H, outputs = sl.rows * sl.units;
   extern __shared__ float smem[];
-  float* w_s = smem;                               // (units, H): rows j0.. of W_hh
-  float* h_cur = w_s + sl.units * H;               // (rows, H): the state this step starts from
-  float* h_next = h_cur + sl.rows * H;             // (rows, H): the state it ends in (one-block plan only)
-  float* z_s = h_next + sl.rows * H;               // (rows, units): this step's x_t W_ih^T + b
+  float* w_s = smem;                       // (H, units): w_s[k * units + jj] = W_hh[j0 + jj][k]
+  float* h_cur = w_s + sl.units * H;       // (rows, H): the state this step starts from
+  float* h_next = h_cur + sl.rows * H;     // (rows, H): the state it ends in (one-block plan only)
   const scalar_t* w = p.w_hh + static_cast<int64_t>(sl.d) * H * H;
-  for (int i = threadIdx.x; i < sl.units * H; i += kThreads) w_s[i] = static_cast<float>(w[sl.j0 * H + i]);
+  for (int i = threadIdx.x; i < sl.units * H; i += kThreads) {
+    w_s[(i % H) * sl.units + i / H] = static_cast<float>(w[sl.j0 * H + i]);
+  }
   for (int i = threadIdx.x; i < sl.rows * H; i += kThreads) {
     h_cur[i] = static_cast<float>(p.state0[(static_cast<int64_t>(sl.d) * B + sl.b0 + i / H) * H + i % H]);
   }
   auto step_t = [&](int step) { return sl.d == 0 ? step : p.T - 1 - step; };
-  float z_reg[kPerThread];
-  load_own(p.seq, step_t(0), sl, B, ld, H, z_reg);
+  float z_next[kPerThread];  // x_t W_ih^T + b of this thread's outputs, one step ahead
+  load_own(p.seq, step_t(0), sl, B, ld, H, z_next);
 
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   int prev_t = -1;
   for (int step = 0; step < p.T; ++step) {
     const int t = step_t(step);
+    float z[kPerThread];
+#pragma unroll
+    for (int m = 0; m < kPerThread; ++m) z[m] = z_next[m];
+    if (step + 1 < p.T) load_own(p.seq, step_t(step + 1), sl, B, ld, H, z_next);
+    if (kGridSync && prev_t >= 0) load_rows_coherent(h_cur, p.seq, prev_t, sl, B, ld, H);
+    __syncthreads();
 #pragma unroll
     for (int m = 0; m < kPerThread; ++m) {
-      const int i = threadIdx.x + m * kThreads;
-      if (i < sl.rows * sl.units) z_s[i] = z_reg[m];
-    }
-    if (step + 1 < p.T) load_own(p.seq, step_t(step + 1), sl, B, ld, H, z_reg);
-    if (kGridSync && prev_t >= 0) {
-      for (int i = threadIdx.x; i < sl.rows * H; i += kThreads) {
-        h_cur[i] = load_coherent(p.seq + (static_cast<int64_t>(prev_t) * B + sl.b0 + i / H) * ld + sl.d * H + i % H);
-      }
-    }
-    __syncthreads();
-    for (int o = warp; o < sl.rows * sl.units; o += kWarps) {
+      const int o = own_output(m);
+      if (o >= outputs) break;
       const int bb = o / sl.units, jj = o % sl.units;
-      float acc = 0.f;
-      for (int k = lane; k < H; k += 32) acc += w_s[jj * H + k] * h_cur[bb * H + k];
-      acc = warp_sum(acc);
-      if (lane == 0) {
-        const scalar_t h = static_cast<scalar_t>(ActivationFn<A>::forward(z_s[o] + acc));
-        p.seq[(static_cast<int64_t>(t) * B + sl.b0 + bb) * ld + sl.d * H + sl.j0 + jj] = h;
-        if (!kGridSync) h_next[bb * H + jj] = static_cast<float>(h);
-      }
+      const float* h = h_cur + bb * H;
+      float acc = z[m];
+      for (int k = 0; k < H; ++k) acc += w_s[k * sl.units + jj] * h[k];
+      const scalar_t h_t = static_cast<scalar_t>(ActivationFn<A>::forward(acc));
+      p.seq[own_offset(sl, o, t, B, ld, H)] = h_t;
+      if (!kGridSync) h_next[bb * H + jj] = static_cast<float>(h_t);
     }
     prev_t = t;
     step_barrier<kGridSync>();  // this step's h_t, from every block, is visible before the next step reads it
@@ -158,71 +159,81 @@ __global__ void __launch_bounds__(kThreads) elman_forward_persistent_kernel(Pers
       h_next = swap;
     }
   }
-  for (int o = threadIdx.x; o < sl.rows * sl.units; o += kThreads) {
-    const int b = sl.b0 + o / sl.units, j = sl.j0 + o % sl.units;
-    p.state[(static_cast<int64_t>(sl.d) * B + b) * H + j] =
-        p.seq[(static_cast<int64_t>(prev_t) * B + b) * ld + sl.d * H + j];
+#pragma unroll
+  for (int m = 0; m < kPerThread; ++m) {
+    const int o = own_output(m);
+    if (o < outputs) {
+      p.state[(static_cast<int64_t>(sl.d) * B + sl.b0 + o / sl.units) * H + sl.j0 + o % sl.units] =
+          p.seq[own_offset(sl, o, prev_t, B, ld, H)];
+    }
   }
 }
 
 template <typename scalar_t, Activation A, bool kGridSync>
 __global__ void __launch_bounds__(kThreads) elman_backward_persistent_kernel(PersistentParams<scalar_t> p) {
   const Slice sl = block_slice(p);  // here j0.. are the units k whose dL/dh_{t-1} this block computes
-  const int H = p.H, B = p.B, ld = p.D * p.H;
+  const int H = p.H, B = p.B, ld = p.D * p.H, outputs = sl.rows * sl.units;
   extern __shared__ float smem[];
-  float* wt_s = smem;                       // (units, H): columns j0.. of W_hh, transposed
-  float* dz_s = wt_s + sl.units * H;        // (rows, H): the step's dL/dz from every block
-  float* dh_s = dz_s + sl.rows * H;         // (rows, units): dL/dh of this block's units
+  float* wt_s = smem;                  // (H, units): wt_s[j * units + kk] = W_hh[j][j0 + kk]
+  float* dz_s = wt_s + sl.units * H;   // (rows, H): the step's dL/dz from every block
   const scalar_t* w = p.w_hh + static_cast<int64_t>(sl.d) * H * H;
   for (int i = threadIdx.x; i < sl.units * H; i += kThreads) {
-    wt_s[i] = static_cast<float>(w[(i % H) * H + sl.j0 + i / H]);
-  }
-  scalar_t* grad_h = p.state + (static_cast<int64_t>(sl.d) * B + sl.b0) * H;
-  for (int i = threadIdx.x; i < sl.rows * sl.units; i += kThreads) {
-    dh_s[i] = static_cast<float>(grad_h[(i / sl.units) * H + sl.j0 + i % sl.units]);
+    const int j = i / sl.units, kk = i % sl.units;
+    wt_s[i] = static_cast<float>(w[j * H + sl.j0 + kk]);
   }
   auto step_t = [&](int step) { return sl.d == 0 ? step : p.T - 1 - step; };
-  float g_reg[kPerThread], h_reg[kPerThread];
-  load_own(p.seq, step_t(p.T - 1), sl, B, ld, H, g_reg);
-  load_own(p.out, step_t(p.T - 1), sl, B, ld, H, h_reg);
-  __syncthreads();
+  float dh[kPerThread];  // dL/dh of this thread's outputs: dL/dh_n in, dL/dh_0 out
+  float g_next[kPerThread], h_next[kPerThread];  // the next step's incoming dL/dh_t and saved h_t
+#pragma unroll
+  for (int m = 0; m < kPerThread; ++m) {
+    const int o = own_output(m);
+    dh[m] = o < outputs ? static_cast<float>(p.state[(static_cast<int64_t>(sl.d) * B + sl.b0 + o / sl.units) * H +
+                                                     sl.j0 + o % sl.units])
+                        : 0.f;
+  }
+  load_own(p.seq, step_t(p.T - 1), sl, B, ld, H, g_next);
+  load_own(p.out, step_t(p.T - 1), sl, B, ld, H, h_next);
 
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   for (int step = p.T - 1; step >= 0; --step) {
     const int t = step_t(step);
 #pragma unroll
     for (int m = 0; m < kPerThread; ++m) {
-      const int i = threadIdx.x + m * kThreads;
-      if (i < sl.rows * sl.units) {
-        const int b = i / sl.units, k = sl.j0 + i % sl.units;
+      const int o = own_output(m);
+      if (o < outputs) {
         const scalar_t dz =
-            static_cast<scalar_t>((g_reg[m] + dh_s[i]) * ActivationFn<A>::derivative_from_output(h_reg[m]));
-        p.seq[(static_cast<int64_t>(t) * B + sl.b0 + b) * ld + sl.d * H + k] = dz;
-        if (!kGridSync) dz_s[b * H + k] = static_cast<float>(dz);
+            static_cast<scalar_t>((g_next[m] + dh[m]) * ActivationFn<A>::derivative_from_output(h_next[m]));
+        p.seq[own_offset(sl, o, t, B, ld, H)] = dz;
+        if (!kGridSync) dz_s[(o / sl.units) * H + o % sl.units] = static_cast<float>(dz);
       }
     }
     if (step > 0) {
-      load_own(p.seq, step_t(step - 1), sl, B, ld, H, g_reg);
-      load_own(p.out, step_t(step - 1), sl, B, ld, H, h_reg);
+      load_own(p.seq, step_t(step - 1), sl, B, ld, H, g_next);
+      load_own(p.out, step_t(step - 1), sl, B, ld, H, h_next);
     }
     step_barrier<kGridSync>();  // every block's dL/dz_t is visible before any block reads the whole row
     if (kGridSync) {
-      for (int i = threadIdx.x; i < sl.rows * H; i += kThreads) {
-        dz_s[i] = load_coherent(p.seq + (static_cast<int64_t>(t) * B + sl.b0 + i / H) * ld + sl.d * H + i % H);
-      }
+      load_rows_coherent(dz_s, p.seq, t, sl, B, ld, H);
       __syncthreads();
     }
-    for (int o = warp; o < sl.rows * sl.units; o += kWarps) {
-      const int b = o / sl.units, kk = o % sl.units;
+#pragma unroll
+    for (int m = 0; m < kPerThread; ++m) {
+      const int o = own_output(m);
+      if (o >= outputs) break;
+      const float* dz = dz_s + (o / sl.units) * H;
+      const int kk = o % sl.units;
       float acc = 0.f;
-      for (int j = lane; j < H; j += 32) acc += dz_s[b * H + j] * wt_s[kk * H + j];
-      acc = warp_sum(acc);
-      if (lane == 0) dh_s[o] = acc;
+      for (int j = 0; j < H; ++j) acc += dz[j] * wt_s[j * sl.units + kk];
+      dh[m] = acc;
     }
-    __syncthreads();
+    __syncthreads();  // dz_s is read by all before the next step overwrites it
   }
-  for (int i = threadIdx.x; i < sl.rows * sl.units; i += kThreads) {
-    grad_h[(i / sl.units) * H + sl.j0 + i % sl.units] = static_cast<scalar_t>(dh_s[i]);
+#pragma unroll
+  for (int m = 0; m < kPerThread; ++m) {
+    const int o = own_output(m);
+    if (o < outputs) {
+      p.state[(static_cast<int64_t>(sl.d) * B + sl.b0 + o / sl.units) * H + sl.j0 + o % sl.units] =
+          static_cast<scalar_t>(dh[m]);
+    }
   }
 }
 
