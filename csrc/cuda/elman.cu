@@ -147,11 +147,12 @@ void general_backward_recurrence(at::Tensor& grad_z, at::Tensor& grad_h, const a
 
 enum class CudaPath { General, Persistent };
 
-// RNNFAST_CUDA_PATH: "general" (the default until the persistent kernels are verified on a GPU), "persistent"
-// (wherever the persistent kernels can run), or "auto": persistent where it measured faster than the general
-// path and cuDNN (BENCHMARKS.md): small batches when W_hh fits one block, and with the grid-wide barrier only
-// for batch <= 8 at hidden >= 512, where cuDNN is latency-bound. Read on every call, so tests and benchmarks
-// can switch it at run time. Float32 products follow torch.backends.cudnn.allow_tf32, as nn.RNN's cuDNN does.
+// RNNFAST_CUDA_PATH: "general" (the default until this build's persistent kernels pass the GPU check; see
+// BENCHMARKS.md for which were verified on which GPU), "persistent" (wherever the persistent kernels can run), or
+// "auto": persistent where the H200 measurements of BENCHMARKS.md found it faster than the general path, i.e.
+// the one-block plan up to batch 64, and the split plan for batch <= 4, or batch <= 16 at hidden <= 512. Read on
+// every call, so tests and benchmarks can switch it at run time. Float32 products follow
+// torch.backends.cudnn.allow_tf32, as nn.RNN's cuDNN does.
 CudaPath choose_path(const ElmanSizes& s, at::ScalarType dtype, bool packed) {
   const char* env = std::getenv("RNNFAST_CUDA_PATH");
   const char* mode = env && *env ? env : "general";
@@ -160,7 +161,7 @@ CudaPath choose_path(const ElmanSizes& s, at::ScalarType dtype, bool packed) {
   if (!std::strcmp(mode, "general")) return CudaPath::General;
   if (!persistent_supported(s, dtype, packed)) return CudaPath::General;
   if (!std::strcmp(mode, "persistent")) return CudaPath::Persistent;
-  const bool pays = persistent_needs_grid_sync(s) ? (s.B <= 8 && s.H >= 512) : s.B <= 16;
+  const bool pays = persistent_needs_grid_sync(s) ? (s.B <= 4 || (s.B <= 16 && s.H <= 512)) : s.B <= 64;
   return pays ? CudaPath::Persistent : CudaPath::General;
 }
 

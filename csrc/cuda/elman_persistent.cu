@@ -9,7 +9,6 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
-#include <type_traits>
 
 #include "../cell_math.h"
 
@@ -43,29 +42,10 @@ struct PersistentParams {
   int batch_per_block;     // batch rows of one block (gridDim.y slices the batch)
 };
 
-// Each thread owns up to this many of its block's (batch row, hidden unit) outputs: it computes them, and carries
-// their next-step operands in registers, so those loads are in flight while the current step computes.
+// Each thread owns up to this many of its block's (batch row, hidden unit) values: it carries their next-step
+// operands in registers, so those loads are in flight while the current step computes.
 constexpr int kPerThread = 4;
 constexpr int kMaxOutputsPerBlock = kThreads * kPerThread;
-
-// Shared memory of one block, all float32: its W_hh slice stored k-major (H x units), so that threads owning
-// neighbouring units read neighbouring words; and the state rows it needs (forward: two buffers, rows x H each,
-// one of them unused when blocks exchange the state through global memory; backward: the step's dL/dz rows).
-inline size_t shared_bytes(int H, int units, int rows, bool backward) {
-  const size_t w = static_cast<size_t>(units) * H, state = static_cast<size_t>(rows) * H;
-  return sizeof(float) * (backward ? w + state : w + 2 * state);
-}
-
-// The per-step barrier: a block that owns all of a direction's units only waits for its own threads; blocks
-// that share a direction wait for the whole (cooperatively launched) grid.
-template <bool kGridSync>
-__device__ __forceinline__ void step_barrier() {
-  if constexpr (kGridSync) {
-    cg::this_grid().sync();
-  } else {
-    __syncthreads();
-  }
-}
 
 // This block's slice of one step: rows batch rows from b0, units hidden units from j0, of direction d.
 struct Slice {
@@ -111,14 +91,23 @@ __device__ __forceinline__ void load_rows_coherent(float* dst, const scalar_t* s
   }
 }
 
-template <typename scalar_t, Activation A, bool kGridSync>
-__global__ void __launch_bounds__(kThreads) elman_forward_persistent_kernel(PersistentParams<scalar_t> p) {
+// ---- The one-block plan: W_hh whole in one block's shared memory, stored k-major (H x units) so that threads
+// owning neighbouring units read neighbouring words. Each thread computes its own outputs; blocks never wait
+// for each other. Shared memory, float32: W_hh, then two state buffers (forward, rows x H each) or the step's
+// dL/dz rows (backward). Verified on an H200 by the GPU check of 8bcacf8.
+inline size_t one_block_shared_bytes(int H, int rows, bool backward) {
+  const size_t w = static_cast<size_t>(H) * H, state = static_cast<size_t>(rows) * H;
+  return sizeof(float) * (backward ? w + state : w + 2 * state);
+}
+
+template <typename scalar_t, Activation A>
+__global__ void __launch_bounds__(kThreads) elman_forward_one_block_kernel(PersistentParams<scalar_t> p) {
   const Slice sl = block_slice(p);
   const int H = p.H, B = p.B, ld = p.D * p.H, outputs = sl.rows * sl.units;
   extern __shared__ float smem[];
   float* w_s = smem;                       // (H, units): w_s[k * units + jj] = W_hh[j0 + jj][k]
   float* h_cur = w_s + sl.units * H;       // (rows, H): the state this step starts from
-  float* h_next = h_cur + sl.rows * H;     // (rows, H): the state it ends in (one-block plan only)
+  float* h_next = h_cur + sl.rows * H;     // (rows, H): the state it ends in
   const scalar_t* w = p.w_hh + static_cast<int64_t>(sl.d) * H * H;
   for (int i = threadIdx.x; i < sl.units * H; i += kThreads) {
     w_s[(i % H) * sl.units + i / H] = static_cast<float>(w[sl.j0 * H + i]);
@@ -137,7 +126,6 @@ __global__ void __launch_bounds__(kThreads) elman_forward_persistent_kernel(Pers
 #pragma unroll
     for (int m = 0; m < kPerThread; ++m) z[m] = z_next[m];
     if (step + 1 < p.T) load_own(p.seq, step_t(step + 1), sl, B, ld, H, z_next);
-    if (kGridSync && prev_t >= 0) load_rows_coherent(h_cur, p.seq, prev_t, sl, B, ld, H);
     __syncthreads();
 #pragma unroll
     for (int m = 0; m < kPerThread; ++m) {
@@ -149,15 +137,13 @@ __global__ void __launch_bounds__(kThreads) elman_forward_persistent_kernel(Pers
       for (int k = 0; k < H; ++k) acc += w_s[k * sl.units + jj] * h[k];
       const scalar_t h_t = static_cast<scalar_t>(ActivationFn<A>::forward(acc));
       p.seq[own_offset(sl, o, t, B, ld, H)] = h_t;
-      if (!kGridSync) h_next[bb * H + jj] = static_cast<float>(h_t);
+      h_next[bb * H + jj] = static_cast<float>(h_t);
     }
     prev_t = t;
-    step_barrier<kGridSync>();  // this step's h_t, from every block, is visible before the next step reads it
-    if (!kGridSync) {
-      float* swap = h_cur;
-      h_cur = h_next;
-      h_next = swap;
-    }
+    __syncthreads();  // this step's h_t is complete before the next step reads it
+    float* swap = h_cur;
+    h_cur = h_next;
+    h_next = swap;
   }
 #pragma unroll
   for (int m = 0; m < kPerThread; ++m) {
@@ -169,13 +155,13 @@ __global__ void __launch_bounds__(kThreads) elman_forward_persistent_kernel(Pers
   }
 }
 
-template <typename scalar_t, Activation A, bool kGridSync>
-__global__ void __launch_bounds__(kThreads) elman_backward_persistent_kernel(PersistentParams<scalar_t> p) {
-  const Slice sl = block_slice(p);  // here j0.. are the units k whose dL/dh_{t-1} this block computes
+template <typename scalar_t, Activation A>
+__global__ void __launch_bounds__(kThreads) elman_backward_one_block_kernel(PersistentParams<scalar_t> p) {
+  const Slice sl = block_slice(p);
   const int H = p.H, B = p.B, ld = p.D * p.H, outputs = sl.rows * sl.units;
   extern __shared__ float smem[];
   float* wt_s = smem;                  // (H, units): wt_s[j * units + kk] = W_hh[j][j0 + kk]
-  float* dz_s = wt_s + sl.units * H;   // (rows, H): the step's dL/dz from every block
+  float* dz_s = wt_s + sl.units * H;   // (rows, H): the step's dL/dz
   const scalar_t* w = p.w_hh + static_cast<int64_t>(sl.d) * H * H;
   for (int i = threadIdx.x; i < sl.units * H; i += kThreads) {
     const int j = i / sl.units, kk = i % sl.units;
@@ -203,18 +189,14 @@ __global__ void __launch_bounds__(kThreads) elman_backward_persistent_kernel(Per
         const scalar_t dz =
             static_cast<scalar_t>((g_next[m] + dh[m]) * ActivationFn<A>::derivative_from_output(h_next[m]));
         p.seq[own_offset(sl, o, t, B, ld, H)] = dz;
-        if (!kGridSync) dz_s[(o / sl.units) * H + o % sl.units] = static_cast<float>(dz);
+        dz_s[(o / sl.units) * H + o % sl.units] = static_cast<float>(dz);
       }
     }
     if (step > 0) {
       load_own(p.seq, step_t(step - 1), sl, B, ld, H, g_next);
       load_own(p.out, step_t(step - 1), sl, B, ld, H, h_next);
     }
-    step_barrier<kGridSync>();  // every block's dL/dz_t is visible before any block reads the whole row
-    if (kGridSync) {
-      load_rows_coherent(dz_s, p.seq, t, sl, B, ld, H);
-      __syncthreads();
-    }
+    __syncthreads();  // the whole dL/dz_t row is in shared memory
 #pragma unroll
     for (int m = 0; m < kPerThread; ++m) {
       const int o = own_output(m);
@@ -237,6 +219,130 @@ __global__ void __launch_bounds__(kThreads) elman_backward_persistent_kernel(Per
   }
 }
 
+// ---- The split plan: a direction's units spread over blocks that meet at a grid-wide barrier every step. Each
+// output is a warp-wide reduction (32 partial sums: long rows stay accurate in float32). Shared memory, float32:
+// forward, the block's W_hh rows (units x H), the state rows (rows x H), this step's pre-activations
+// (rows x units); backward, its W_hh columns transposed (units x H), the step's dL/dz rows (rows x H), its units'
+// dL/dh (rows x units). Verified on an H200 by the GPU check of 9a28873.
+constexpr int kWarps = kThreads / 32;
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+inline size_t split_shared_bytes(int H, int units, int rows, bool backward) {
+  const size_t w = static_cast<size_t>(units) * H, state = static_cast<size_t>(rows) * H;
+  const size_t own = static_cast<size_t>(rows) * units;
+  return sizeof(float) * (w + state + own);
+}
+
+template <typename scalar_t, Activation A>
+__global__ void __launch_bounds__(kThreads) elman_forward_split_kernel(PersistentParams<scalar_t> p) {
+  const Slice sl = block_slice(p);
+  const int H = p.H, B = p.B, ld = p.D * p.H;
+  extern __shared__ float smem[];
+  float* w_s = smem;                               // (units, H): rows j0.. of W_hh
+  float* h_cur = w_s + sl.units * H;               // (rows, H): the state this step starts from
+  float* z_s = h_cur + sl.rows * H;                // (rows, units): this step's x_t W_ih^T + b
+  const scalar_t* w = p.w_hh + static_cast<int64_t>(sl.d) * H * H;
+  for (int i = threadIdx.x; i < sl.units * H; i += kThreads) w_s[i] = static_cast<float>(w[sl.j0 * H + i]);
+  for (int i = threadIdx.x; i < sl.rows * H; i += kThreads) {
+    h_cur[i] = static_cast<float>(p.state0[(static_cast<int64_t>(sl.d) * B + sl.b0 + i / H) * H + i % H]);
+  }
+  auto step_t = [&](int step) { return sl.d == 0 ? step : p.T - 1 - step; };
+  float z_reg[kPerThread];
+  load_own(p.seq, step_t(0), sl, B, ld, H, z_reg);
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  int prev_t = -1;
+  for (int step = 0; step < p.T; ++step) {
+    const int t = step_t(step);
+#pragma unroll
+    for (int m = 0; m < kPerThread; ++m) {
+      const int i = threadIdx.x + m * kThreads;
+      if (i < sl.rows * sl.units) z_s[i] = z_reg[m];
+    }
+    if (step + 1 < p.T) load_own(p.seq, step_t(step + 1), sl, B, ld, H, z_reg);
+    if (prev_t >= 0) load_rows_coherent(h_cur, p.seq, prev_t, sl, B, ld, H);
+    __syncthreads();
+    for (int o = warp; o < sl.rows * sl.units; o += kWarps) {
+      const int bb = o / sl.units, jj = o % sl.units;
+      float acc = 0.f;
+      for (int k = lane; k < H; k += 32) acc += w_s[jj * H + k] * h_cur[bb * H + k];
+      acc = warp_sum(acc);
+      if (lane == 0) {
+        const scalar_t h = static_cast<scalar_t>(ActivationFn<A>::forward(z_s[o] + acc));
+        p.seq[(static_cast<int64_t>(t) * B + sl.b0 + bb) * ld + sl.d * H + sl.j0 + jj] = h;
+      }
+    }
+    prev_t = t;
+    cg::this_grid().sync();  // this step's h_t, from every block, is visible before the next step reads it
+  }
+  for (int o = threadIdx.x; o < sl.rows * sl.units; o += kThreads) {
+    const int b = sl.b0 + o / sl.units, j = sl.j0 + o % sl.units;
+    p.state[(static_cast<int64_t>(sl.d) * B + b) * H + j] =
+        p.seq[(static_cast<int64_t>(prev_t) * B + b) * ld + sl.d * H + j];
+  }
+}
+
+template <typename scalar_t, Activation A>
+__global__ void __launch_bounds__(kThreads) elman_backward_split_kernel(PersistentParams<scalar_t> p) {
+  const Slice sl = block_slice(p);  // here j0.. are the units k whose dL/dh_{t-1} this block computes
+  const int H = p.H, B = p.B, ld = p.D * p.H;
+  extern __shared__ float smem[];
+  float* wt_s = smem;                       // (units, H): columns j0.. of W_hh, transposed
+  float* dz_s = wt_s + sl.units * H;        // (rows, H): the step's dL/dz from every block
+  float* dh_s = dz_s + sl.rows * H;         // (rows, units): dL/dh of this block's units
+  const scalar_t* w = p.w_hh + static_cast<int64_t>(sl.d) * H * H;
+  for (int i = threadIdx.x; i < sl.units * H; i += kThreads) {
+    wt_s[i] = static_cast<float>(w[(i % H) * H + sl.j0 + i / H]);
+  }
+  scalar_t* grad_h = p.state + (static_cast<int64_t>(sl.d) * B + sl.b0) * H;
+  for (int i = threadIdx.x; i < sl.rows * sl.units; i += kThreads) {
+    dh_s[i] = static_cast<float>(grad_h[(i / sl.units) * H + sl.j0 + i % sl.units]);
+  }
+  auto step_t = [&](int step) { return sl.d == 0 ? step : p.T - 1 - step; };
+  float g_reg[kPerThread], h_reg[kPerThread];
+  load_own(p.seq, step_t(p.T - 1), sl, B, ld, H, g_reg);
+  load_own(p.out, step_t(p.T - 1), sl, B, ld, H, h_reg);
+  __syncthreads();
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  for (int step = p.T - 1; step >= 0; --step) {
+    const int t = step_t(step);
+#pragma unroll
+    for (int m = 0; m < kPerThread; ++m) {
+      const int i = threadIdx.x + m * kThreads;
+      if (i < sl.rows * sl.units) {
+        const int b = i / sl.units, k = sl.j0 + i % sl.units;
+        const scalar_t dz =
+            static_cast<scalar_t>((g_reg[m] + dh_s[i]) * ActivationFn<A>::derivative_from_output(h_reg[m]));
+        p.seq[(static_cast<int64_t>(t) * B + sl.b0 + b) * ld + sl.d * H + k] = dz;
+      }
+    }
+    if (step > 0) {
+      load_own(p.seq, step_t(step - 1), sl, B, ld, H, g_reg);
+      load_own(p.out, step_t(step - 1), sl, B, ld, H, h_reg);
+    }
+    cg::this_grid().sync();  // every block's dL/dz_t is visible before any block reads the whole row
+    load_rows_coherent(dz_s, p.seq, t, sl, B, ld, H);
+    __syncthreads();
+    for (int o = warp; o < sl.rows * sl.units; o += kWarps) {
+      const int b = o / sl.units, kk = o % sl.units;
+      float acc = 0.f;
+      for (int j = lane; j < H; j += 32) acc += dz_s[b * H + j] * wt_s[kk * H + j];
+      acc = warp_sum(acc);
+      if (lane == 0) dh_s[o] = acc;
+    }
+    __syncthreads();
+  }
+  for (int i = threadIdx.x; i < sl.rows * sl.units; i += kThreads) {
+    grad_h[(i / sl.units) * H + sl.j0 + i % sl.units] = static_cast<scalar_t>(dh_s[i]);
+  }
+}
+
 // How a layer is spread over blocks. When all of W_hh fits one block's shared memory, each block owns a whole
 // direction for a couple of batch rows and needs no grid-wide barrier: blocks never wait for each other. Else
 // a direction's units are split over blocks (a few units each, for as many batch rows as a block's registers
@@ -253,7 +359,7 @@ Launch plan_launch(const ElmanSizes& s) {
   const int H = static_cast<int>(s.H), B = static_cast<int>(s.B);
   Launch plan{};
   const int rows = std::min(B, 2);
-  if (shared_bytes(H, H, rows, false) <= kSingleBlockSmemBudget && rows * H <= kMaxOutputsPerBlock) {
+  if (one_block_shared_bytes(H, rows, false) <= kSingleBlockSmemBudget && rows * H <= kMaxOutputsPerBlock) {
     plan.units_per_block = H;
     plan.blocks_per_direction = 1;
     plan.batch_per_block = rows;
@@ -267,8 +373,13 @@ Launch plan_launch(const ElmanSizes& s) {
     plan.grid_sync = true;
   }
   plan.batch_blocks = (B + plan.batch_per_block - 1) / plan.batch_per_block;
-  plan.forward_smem = shared_bytes(H, plan.units_per_block, plan.batch_per_block, false);
-  plan.backward_smem = shared_bytes(H, plan.units_per_block, plan.batch_per_block, true);
+  if (plan.grid_sync) {
+    plan.forward_smem = split_shared_bytes(H, plan.units_per_block, plan.batch_per_block, false);
+    plan.backward_smem = split_shared_bytes(H, plan.units_per_block, plan.batch_per_block, true);
+  } else {
+    plan.forward_smem = one_block_shared_bytes(H, plan.batch_per_block, false);
+    plan.backward_smem = one_block_shared_bytes(H, plan.batch_per_block, true);
+  }
   return plan;
 }
 
@@ -320,14 +431,16 @@ PersistentParams<scalar_t> make_params(const ElmanSizes& s, const Launch& plan) 
   return p;
 }
 
-// Runs f with the kernel's compile-time barrier choice matching the plan.
-template <typename F>
-void dispatch_barrier(const Launch& plan, const F& f) {
-  if (plan.grid_sync) {
-    f(std::true_type{});
-  } else {
-    f(std::false_type{});
+template <typename scalar_t>
+using PersistentKernel = void (*)(PersistentParams<scalar_t>);
+
+// The plan's kernel: the one-block kernels, or the split kernels with their grid-wide barrier.
+template <typename scalar_t, Activation A>
+PersistentKernel<scalar_t> plan_kernel(const Launch& plan, bool backward) {
+  if (backward) {
+    return plan.grid_sync ? elman_backward_split_kernel<scalar_t, A> : elman_backward_one_block_kernel<scalar_t, A>;
   }
+  return plan.grid_sync ? elman_forward_split_kernel<scalar_t, A> : elman_forward_one_block_kernel<scalar_t, A>;
 }
 
 // The persistent kernels' dtypes: all accumulate in float32.
@@ -348,15 +461,8 @@ bool persistent_supported(const ElmanSizes& s, at::ScalarType dtype, bool packed
   if (dtype != at::kFloat && dtype != at::kHalf && dtype != at::kBFloat16) return false;
   if (s.T > INT32_MAX || s.B * s.D * s.H > INT32_MAX) return false;
   const Launch plan = plan_launch(s);
-  bool fits = false;
-  dispatch_barrier(plan, [&](auto grid_sync) {
-    constexpr bool kGridSync = decltype(grid_sync)::value;
-    fits = fits_on_device(elman_forward_persistent_kernel<float, Activation::Tanh, kGridSync>, s, plan,
-                          plan.forward_smem) &&
-           fits_on_device(elman_backward_persistent_kernel<float, Activation::Tanh, kGridSync>, s, plan,
-                          plan.backward_smem);
-  });
-  return fits;
+  return fits_on_device(plan_kernel<float, Activation::Tanh>(plan, false), s, plan, plan.forward_smem) &&
+         fits_on_device(plan_kernel<float, Activation::Tanh>(plan, true), s, plan, plan.backward_smem);
 }
 
 bool persistent_needs_grid_sync(const ElmanSizes& s) { return plan_launch(s).grid_sync; }
@@ -373,9 +479,7 @@ void persistent_forward_recurrence(at::Tensor& output, const at::Tensor& hx, con
         p.state0 = hx.const_data_ptr<scalar_t>();
         p.state = h_n.data_ptr<scalar_t>();
         p.w_hh = weight_hh.const_data_ptr<scalar_t>();
-        dispatch_barrier(plan, [&](auto grid_sync) {
-          launch(elman_forward_persistent_kernel<scalar_t, act, decltype(grid_sync)::value>, p, s, plan, plan.forward_smem);
-        });
+        launch(plan_kernel<scalar_t, act>(plan, false), p, s, plan, plan.forward_smem);
       });
   });
 }
@@ -392,9 +496,7 @@ void persistent_backward_recurrence(at::Tensor& grad_z, at::Tensor& grad_h, cons
         p.out = output.const_data_ptr<scalar_t>();
         p.state = grad_h.data_ptr<scalar_t>();
         p.w_hh = weight_hh.const_data_ptr<scalar_t>();
-        dispatch_barrier(plan, [&](auto grid_sync) {
-          launch(elman_backward_persistent_kernel<scalar_t, act, decltype(grid_sync)::value>, p, s, plan, plan.backward_smem);
-        });
+        launch(plan_kernel<scalar_t, act>(plan, true), p, s, plan, plan.backward_smem);
       });
   });
 }
