@@ -4,7 +4,6 @@ Each example runs with one thread: on a machine shared with other work, PyTorch'
 busy cores, and a 2-thread run of these small models was seen to take 10 to 70 times longer than a 1-thread one.
 """
 
-import importlib.util
 import os
 import re
 import subprocess
@@ -13,8 +12,8 @@ import sys
 import pytest
 
 import rnnfast
+from example_loading import EXAMPLES, load_example
 
-EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
 # The subprocess must import the rnnfast this test imported (an in-place build or an installed one).
 RNNFAST_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(rnnfast.__file__)))
 RESULT_LINE = re.compile(r"^result: (?P<metric>.+) = (?P<value>\S+), target (?P<relation>>=|<=) (?P<target>\S+) -> ",
@@ -28,17 +27,6 @@ def run_example(name, *args):
                           env=env, timeout=120)  # fmt: skip
     assert done.returncode == 0, f"{name} {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
     return done.stdout
-
-
-def load_example(name):
-    spec = importlib.util.spec_from_file_location(name[: -len(".py")], os.path.join(EXAMPLES, name))
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, EXAMPLES)  # the examples import their shared module, example_support, from there
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(EXAMPLES)
-    return module
 
 
 EXAMPLE_NAMES = sorted(f for f in os.listdir(EXAMPLES) if f.endswith(".py") and f != "example_support.py")
