@@ -67,12 +67,12 @@ PLANS = {
     # Seconds: enough of everything for CI to see every implementation, analysis, table and plot work.
     "quick": Plan(
         name="quick",
-        standard_shapes=STANDARD_SHAPES[:3],
+        standard_shapes=STANDARD_SHAPES[:2],
         sweep_base=Shape(8, 32, 16, 32),
-        seq_lens=(16, 32, 64),
-        batches=(1, 8, 32),
-        split_shapes=STANDARD_SHAPES[1:3],
-        timing=TimingConfig(warmup=1, repeats=3, min_repeats=3, min_sample_s=0.002, budget_s=0.1),
+        seq_lens=(8, 16, 32),
+        batches=(1, 4, 16),
+        split_shapes=STANDARD_SHAPES[1:2],
+        timing=TimingConfig(warmup=1, repeats=3, min_repeats=3, min_sample_s=0.001, budget_s=0.05),
         compile_max_steps=0,
     ),
     # About two minutes on a 2-core CPU.

@@ -61,8 +61,10 @@ def plot_standard_speedup(records, impls, out_dir) -> str:
     width = 0.8 / max(1, len(others))
     for ax, mode in zip(axes, MODES):
         for k, impl in enumerate(others):
-            values = [speedup(records, "standard", s, mode, impl) or 0.0 for s in shapes]
-            ax.bar([j + k * width for j in range(len(shapes))], values, width, label=impl)
+            bars = [(j + k * width, speedup(records, "standard", s, mode, impl)) for j, s in enumerate(shapes)]
+            bars = [(x, v) for x, v in bars if v is not None]
+            if bars:
+                ax.bar(*zip(*bars), width, label=impl)
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_xticks([j + width * (len(others) - 1) / 2 for j in range(len(shapes))])
         ax.set_xticklabels([_label(s).replace(" ", "\n") for s in shapes], fontsize=7)
