@@ -4,6 +4,6 @@ Run it as `python -m rnnfast.bench`. A new implementation joins every comparison
 (see registry.py and implementations.py).
 """
 
-from .registry import Implementation, Limits, Workload, implementations, register
+from .registry import Implementation, Limits, Workload, register, registered
 
-__all__ = ["Implementation", "Limits", "Workload", "implementations", "register"]
+__all__ = ["Implementation", "Limits", "Workload", "register", "registered"]

@@ -15,7 +15,7 @@ from .machine import describe
 from .penalty import measure_penalty, penalty_section
 from .plans import MODES, PLANS
 from .progress import Progress
-from .registry import Limits, implementations
+from .registry import Limits, registered
 from .runner import measure_shape
 from .split import measure_split, split_section
 from .sweeps import batch_sections, seq_len_sections, seq_len_slopes, standard_sections
@@ -47,9 +47,9 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    impls = implementations(args.implementations.split(",") if args.implementations else None)
+    impls = registered(args.implementations.split(",") if args.implementations else None)
     if args.list:
-        for impl in implementations():
+        for impl in registered():
             print(f"{impl.name:24s} [{impl.family}] {impl.description}")
         return 0
     plan = PLANS["quick" if args.quick else "full" if args.full else "default"]

@@ -54,9 +54,9 @@ def register(name: str, description: str, skip_reason=None, family: str = "seque
     return decorate
 
 
-def implementations(names: Optional[Iterable[str]] = None) -> List[Implementation]:
+def registered(names: Optional[Iterable[str]] = None) -> List[Implementation]:
     """The registered implementations, in registration order, or the named ones."""
-    from . import implementations as _builtin  # noqa: F401  (registers the built-in implementations)
+    from . import implementations  # noqa: F401  (registers the built-in implementations)
 
     if names is None:
         return list(_REGISTRY.values())
