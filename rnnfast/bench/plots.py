@@ -83,12 +83,12 @@ def plot_split(results: List[Dict], out_dir) -> str:
     blues = plt.cm.Blues([0.35 + 0.12 * k for k in range(len(PARALLEL_PARTS))])
     segments = [(p, [r["parts"][p]["median_s"] for r in results], blues[k]) for k, p in enumerate(PARALLEL_PARTS)]
     segments += [
-        ("forward loop", [r["parts"]["forward loop"]["median_s"] for r in results], "#d62728"),
-        ("backward loop", [r["derived_s"]["backward loop"] for r in results], "#ff9896"),
-        ("remainder", [max(0.0, r["remainder_s"]) for r in results], "#bbbbbb"),
+        ("forward loop", [r["loops_s"]["forward loop"] for r in results], "#d62728"),
+        ("backward loop", [r["loops_s"]["backward loop"] for r in results], "#ff9896"),
+        ("remainder", [r["remainder_s"] for r in results], "#bbbbbb"),
     ]
     for name, seconds, color in segments:
-        shares = [100 * s / r["total_s"] for s, r in zip(seconds, results)]
+        shares = [100 * max(0.0, s) / r["total_s"] for s, r in zip(seconds, results)]
         ax.barh(labels, shares, left=left, color=color, label=name)
         left = [a + b for a, b in zip(left, shares)]
     ax.set_xlabel("share of one rnnfast forward+backward (%); blue: parallel products, red: loops over time")

@@ -1,11 +1,11 @@
 """Where one forward+backward of rnnfast's layer spends its time: the whole-sequence matrix products (parallel
-over time) against the loops over time (sequential), each timed on its own in the same run.
+over time) against the loops over time (sequential), in the same run.
 
-The products are timed directly, as the same ATen calls on the same shapes the kernels make. The forward loop
-is the fused forward op given a zero-width input, which leaves it only the loop (and the bias written as the
-loop's starting values). The backward loop is the backward op with a zero-width input, less the products it
-still makes (dL/dW_hh and dL/db), timed directly. What the total holds beyond these parts (autograd, copies,
-allocation) is reported as the remainder.
+The products are timed directly, as the same ATen calls on the same shapes the kernels make; the forward and
+backward ops are timed on their own too, on the same values. Each op's loop is then the op's time less its
+products. (Feeding the op a zero-width input would leave it only its loop, but with other values: the loop's
+scalar tanh costs depend on its arguments, so that would time different work.) What the whole training step
+holds beyond the two ops (autograd, the module's Python) is the remainder.
 """
 
 from typing import Callable, Dict, List
@@ -18,8 +18,9 @@ from .problem import make_problem
 from .tables import Section, milliseconds
 from .timing import TimingConfig, time_interleaved
 
-PARALLEL_PARTS = ("input projection", "grad input", "grad W_ih", "grad W_hh", "grad bias")
-SEQUENTIAL_PARTS = ("forward loop", "backward loop")
+FORWARD_PRODUCTS = ("input projection",)
+BACKWARD_PRODUCTS = ("grad input", "grad W_ih", "grad W_hh", "grad bias")
+PARALLEL_PARTS = FORWARD_PRODUCTS + BACKWARD_PRODUCTS
 
 
 def measure_split(shape: Shape, timing: TimingConfig, device, dtype, synchronize: Callable[[], None]) -> Dict:
@@ -30,26 +31,23 @@ def measure_split(shape: Shape, timing: TimingConfig, device, dtype, synchronize
     ref = problem.reference
     w_ih, w_hh = ref.weight_ih_l0.detach(), ref.weight_hh_l0.detach()
     bias = (ref.bias_ih_l0 + ref.bias_hh_l0).detach()
-    x2d = problem.input.reshape(T * B, I)
-    hx = problem.hx
-    zero_width_input = problem.input.new_empty(T, B, 0)
-    zero_width_w_ih = w_ih.new_empty(1, H, 0)
-    with torch.no_grad():
-        output, _ = ops.elman_layer_forward(problem.input, hx, w_ih[None], w_hh[None], bias[None], None, False)
-    # The products' cost does not depend on the values, so any dL/dz of the right shape times them.
+    x, hx = problem.input, problem.hx
+    x2d = x.reshape(T * B, I)
+    output, _ = ops.elman_layer_forward(x, hx, w_ih[None], w_hh[None], bias[None], None, False)
+    grad_h_n = torch.zeros_like(hx)
+    _, _, _, _, grad_bias = ops.elman_layer_backward(problem.grad_output, grad_h_n, x, hx, w_ih[None], w_hh[None],
+                                                     output, None, False)  # fmt: skip
+    # dL/dz as the backward's products receive it would need the op's internals; any values of its shape cost
+    # the same in a matrix product.
     dz = problem.grad_output.reshape(T * B, H)
     prev = torch.cat((hx, output[:-1]))  # (T, B, H), the state each step started from
-    grad_h_n = torch.zeros_like(hx)
-    total = build_rnnfast(problem).forward_backward
 
     parts = {
-        "total": total,
+        "total": build_rnnfast(problem).forward_backward,
+        "forward op": lambda: ops.elman_layer_forward(x, hx, w_ih[None], w_hh[None], bias[None], None, False),
+        "backward op": lambda: ops.elman_layer_backward(problem.grad_output, grad_h_n, x, hx, w_ih[None],
+                                                        w_hh[None], output, None, False),  # fmt: skip
         "input projection": lambda: torch.addmm(bias, x2d, w_ih.t()),
-        "forward loop": lambda: ops.elman_layer_forward(zero_width_input, hx, zero_width_w_ih, w_hh[None],
-                                                        bias[None], None, False),  # fmt: skip
-        "backward op, zero-width input": lambda: ops.elman_layer_backward(
-            problem.grad_output, grad_h_n, zero_width_input, hx, zero_width_w_ih, w_hh[None], output, None, False
-        ),
         "grad input": lambda: torch.mm(dz, w_ih),
         "grad W_ih": lambda: torch.mm(dz.t(), x2d),
         "grad W_hh": lambda: torch.bmm(dz.view(T * B, 1, H).permute(1, 2, 0), prev.view(T * B, 1, H).transpose(0, 1)),
@@ -57,20 +55,19 @@ def measure_split(shape: Shape, timing: TimingConfig, device, dtype, synchronize
     }
     timings = time_interleaved(parts, timing, synchronize=synchronize)
     median = {name: t.median for name, t in timings.items()}
-    derived = {
-        "backward loop": max(0.0, median["backward op, zero-width input"] - median["grad W_hh"] - median["grad bias"])
+    loops = {
+        "forward loop": median["forward op"] - sum(median[p] for p in FORWARD_PRODUCTS),
+        "backward loop": median["backward op"] - sum(median[p] for p in BACKWARD_PRODUCTS),
     }
-    parallel = sum(median[p] for p in PARALLEL_PARTS)
-    sequential = median["forward loop"] + derived["backward loop"]
     return {
         "analysis": "split",
         "implementation": "rnnfast.RNN",
         "shape": shape.as_dict(),
         "parts": {name: t.as_dict() for name, t in timings.items()},
-        "derived_s": derived,
-        "parallel_s": parallel,
-        "sequential_s": sequential,
-        "remainder_s": median["total"] - parallel - sequential,
+        "loops_s": loops,
+        "parallel_s": sum(median[p] for p in PARALLEL_PARTS),
+        "sequential_s": sum(loops.values()),
+        "remainder_s": median["total"] - median["forward op"] - median["backward op"],
         "total_s": median["total"],
     }
 
@@ -90,8 +87,8 @@ def split_section(results: List[Dict]) -> Section:
             share(r["parallel_s"]),
             share(r["sequential_s"]),
             share(r["remainder_s"]),
-            milliseconds(r["parts"]["forward loop"]["median_s"]),
-            milliseconds(r["derived_s"]["backward loop"]),
+            milliseconds(r["loops_s"]["forward loop"]),
+            milliseconds(r["loops_s"]["backward loop"]),
         ])  # fmt: skip
     return Section(
         "Split of one rnnfast forward+backward: parallel products vs sequential loops (ms)",
@@ -99,8 +96,9 @@ def split_section(results: List[Dict]) -> Section:
         rows,
         [
             "parallel: input projection, grad input, grad W_ih, grad W_hh, grad bias, each timed directly.",
-            "fwd loop: the forward op with a zero-width input; bwd loop: the backward op with a zero-width input, "
-            "less its grad W_hh and grad bias products. remainder: total less both (autograd, copies, allocation).",
+            "fwd loop, bwd loop: the forward and backward ops, timed on their own, less their products (the "
+            "backward's loop includes its copies of the states). remainder: the training step less both ops "
+            "(autograd, the module's Python).",
         ],
         "split.png",
     )
