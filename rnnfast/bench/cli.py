@@ -11,7 +11,7 @@ import torch
 
 from . import tables
 from .implementations import rnnfast_missing_reason
-from .machine import describe
+from .machine import describe, load_average
 from .penalty import measure_penalty, penalty_section
 from .plans import MODES, PLANS
 from .progress import Progress
@@ -74,6 +74,13 @@ def main(argv=None) -> int:
     penalty_shapes = plan.seq_len_shapes()
     progress = Progress(len(shape_runs) * len(MODES) + len(split_shapes) + len(penalty_shapes))
 
+    load_before = load_average()
+    if load_before > 0.5 and torch.get_num_threads() > 1:
+        # A thread of a multi-threaded product that the OS has descheduled holds up all the others at the next
+        # barrier: with other work on the machine, multi-threaded timings grow by whole scheduler time slices.
+        print(f"warning: load average {load_before:.1f} before starting: other processes are using the CPUs, so "
+              f"timings on {torch.get_num_threads()} threads will be inflated and noisy (consider --threads 1)",
+              file=sys.stderr)  # fmt: skip
     started = datetime.datetime.now(datetime.timezone.utc)
     records = []
     for analysis, shape in shape_runs:
@@ -106,7 +113,8 @@ def main(argv=None) -> int:
         "plan": plan.name,
         "device": str(device),
         "dtype": args.dtype,
-        "machine": machine,
+        # The run itself adds about its thread count; more than that before it means it shared the CPUs.
+        "machine": dict(machine, load_average_1min_before=load_before, load_average_1min_after=load_average()),
         "timing_config": dataclasses.asdict(plan.timing),
         "limits": dataclasses.asdict(limits),
         "implementations": [{"name": i.name, "family": i.family, "description": i.description} for i in impls],
@@ -126,7 +134,8 @@ def main(argv=None) -> int:
         json.dump(result, f, indent=1)
 
     header = (f"rnnfast.bench, {plan.name} plan, {args.device} {args.dtype}: {machine['cpu_model']}, "
-              f"{machine['usable_cpus']} CPUs, {machine['torch_threads']} torch threads, torch {machine['torch_version']}"
+              f"{machine['usable_cpus']} CPUs, {machine['torch_threads']} torch threads, torch {machine['torch_version']}, "
+              f"load average {load_before:.1f} before the run"
               + (f", {machine['gpu']}" if "gpu" in machine else ""))  # fmt: skip
     print(header)
     print(f"command: {machine['command']}\n")

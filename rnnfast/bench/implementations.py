@@ -100,7 +100,12 @@ def _compile_skip_reason(problem, limits):
 def build_compiled_loop(problem):
     # A fresh compile cache per problem: dynamo would otherwise count each new shape as a recompile of the same
     # code and, past its recompile limit, silently run the loop eagerly.
+    import torch._inductor.config
+
     torch._dynamo.reset()
+    # Compiling in this process, not in a pool of worker processes that would stay behind, competing for the
+    # cores with everything timed afterwards.
+    torch._inductor.config.compile_threads = 1
     workload = _loop_workload(problem, torch.compile(elman_loop, dynamic=False, fullgraph=True))
     # Compiling here (the graphs with and without grad differ) keeps compile time out of the warm-up.
     workload.forward()

@@ -31,6 +31,11 @@ def cpu_flags() -> list:
     return []
 
 
+def load_average() -> float:
+    """The 1-minute load average: how many processes were wanting a CPU, this run among them once it runs."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
 def describe(device: torch.device) -> dict:
     info = {
         "cpu_model": cpu_model(),

@@ -81,7 +81,7 @@ PLANS = {
         standard_shapes=STANDARD_SHAPES,
         sweep_base=SWEEP_BASE,
         seq_lens=(16, 32, 64, 128, 256, 512, 1024),
-        batches=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+        batches=(1, 4, 16, 64, 256),
         split_shapes=STANDARD_SHAPES[1:],
         timing=TimingConfig(warmup=1, repeats=7, min_repeats=3, min_sample_s=0.01, budget_s=1.0),
         compile_max_steps=64,
