@@ -41,6 +41,8 @@ def parse_args(argv):
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile'd loop")
     parser.add_argument("--compile-max-steps", type=int, default=None,
                         help="longest sequence the torch.compile'd loop is compiled for (default: the plan's)")
+    parser.add_argument("--image-prefix", default="",
+                        help="prefix of the plots' paths in report.md, e.g. benchmarks/results/ for BENCHMARKS.md")
     parser.add_argument("--list", action="store_true", help="list the registered implementations and exit")
     return parser.parse_args(argv)
 
@@ -143,6 +145,6 @@ def main(argv=None) -> int:
         print(tables.text(section) + "\n")
     with open(os.path.join(args.out, "report.md"), "w") as f:
         f.write(f"{header}\n\nCommand: `{machine['command']}`\n\n")
-        f.write("\n\n".join(tables.markdown(s) for s in sections) + "\n")
+        f.write("\n\n".join(tables.markdown(s, image_prefix=args.image_prefix) for s in sections) + "\n")
     print(f"wrote {os.path.join(args.out, 'results.json')}, report.md and {len(written)} plots to {args.out}")
     return 0

@@ -26,7 +26,7 @@ def text(section: Section) -> str:
     return "\n".join(out)
 
 
-def markdown(section: Section, level: int = 3) -> str:
+def markdown(section: Section, level: int = 3, image_prefix: str = "") -> str:
     out = ["#" * level + " " + section.title, ""]
     out.append("| " + " | ".join(section.headers) + " |")
     out.append("|" + "|".join(["---"] + ["---:"] * (len(section.headers) - 1)) + "|")
@@ -34,7 +34,7 @@ def markdown(section: Section, level: int = 3) -> str:
     if section.notes:
         out += [""] + section.notes
     if section.plot:
-        out += ["", f"![{section.title}]({section.plot})"]
+        out += ["", f"![{section.title}]({image_prefix}{section.plot})"]
     return "\n".join(out)
 
 
