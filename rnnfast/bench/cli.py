@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     shape_runs = [("standard", s) for s in plan.standard_shapes]
     shape_runs += [("seq_len", s) for s in plan.seq_len_shapes()]
     shape_runs += [("batch", s) for s in plan.batch_shapes()]
-    split_shapes = plan.split_shapes if rnnfast_missing_reason(device) is None else ()
+    split_shapes = plan.split_shapes if rnnfast_missing_reason(device, dtype) is None else ()
     penalty_shapes = plan.seq_len_shapes()
     progress = Progress(len(shape_runs) * len(MODES) + len(split_shapes) + len(penalty_shapes))
 

@@ -28,18 +28,23 @@ def build_torch_rnn(problem):
     return _module_workload(problem.reference, problem)
 
 
-def rnnfast_missing_reason(device: torch.device):
-    """Why rnnfast's kernels cannot run on `device` in this build, or None when they can."""
-    from .. import _ops  # noqa: F401  (loads the kernels, so the dispatcher knows them)
+def rnnfast_missing_reason(device: torch.device, dtype: torch.dtype):
+    """Why rnnfast's kernels cannot run on `device` in `dtype` in this build, or None when they can."""
+    from .._ops import ops
 
     key = "CUDA" if device.type == "cuda" else "CPU"
     if not torch._C._dispatch_has_kernel_for_dispatch_key("rnnfast::elman_layer_forward", key):
         return f"rnnfast has no {key} kernel in this build"
+    one = torch.zeros(1, 1, 1, device=device, dtype=dtype)
+    try:
+        ops.elman_layer_forward(one, one, one, one, None, None, False)
+    except RuntimeError as error:  # NotImplementedError included: a dtype the kernels are not built for
+        return f"rnnfast: {str(error).splitlines()[0]}"
     return None
 
 
 def _rnnfast_skip_reason(problem, limits):
-    return rnnfast_missing_reason(problem.device)
+    return rnnfast_missing_reason(problem.device, problem.dtype)
 
 
 @register("rnnfast.RNN", "rnnfast's fused layer: one input-projection product, then a C++ loop over time",

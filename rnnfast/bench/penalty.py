@@ -44,7 +44,7 @@ def measure_penalty(shape: Shape, timing: TimingConfig, device, dtype, synchroni
         "python loop": python_loop,
         "one parallel product": lambda: torch.tanh_(torch.addmm(z.view(T * B, H), prev, w_hh_t)),
     }
-    if rnnfast_missing_reason(problem.device) is None:
+    if rnnfast_missing_reason(problem.device, problem.dtype) is None:
         from .._ops import ops
 
         # The fused op runs its loop after its own input projection; the projection is timed alongside and
