@@ -11,7 +11,7 @@ import torch
 
 from . import tables
 from .implementations import rnnfast_missing_reason
-from .machine import describe, load_average
+from .machine import OtherLoad, describe, load_average
 from .penalty import measure_penalty, penalty_section
 from .plans import MODES, PLANS
 from .progress import Progress
@@ -84,6 +84,7 @@ def main(argv=None) -> int:
               f"timings on {torch.get_num_threads()} threads will be inflated and noisy (consider --threads 1)",
               file=sys.stderr)  # fmt: skip
     started = datetime.datetime.now(datetime.timezone.utc)
+    other_load = OtherLoad()
     records = []
     for analysis, shape in shape_runs:
         records += measure_shape(analysis, shape, impls, plan.timing, limits, device, dtype, synchronize,
@@ -109,7 +110,7 @@ def main(argv=None) -> int:
     if splits:
         written.append(plots.plot_split(splits, args.out))
 
-    machine = describe(device)
+    machine = dict(describe(device), **other_load.report())
     result = {
         "started_utc": started.isoformat(timespec="seconds"),
         "plan": plan.name,
@@ -138,6 +139,8 @@ def main(argv=None) -> int:
     header = (f"rnnfast.bench, {plan.name} plan, {args.device} {args.dtype}: {machine['cpu_model']}, "
               f"{machine['usable_cpus']} CPUs, {machine['torch_threads']} torch threads, torch {machine['torch_version']}, "
               f"load average {load_before:.1f} before the run"
+              + (f", other processes kept {machine['other_processes_cpus_busy']:.2f} CPUs busy during it"
+                 if "other_processes_cpus_busy" in machine else "")
               + (f", {machine['gpu']}" if "gpu" in machine else ""))  # fmt: skip
     print(header)
     print(f"command: {machine['command']}\n")
@@ -147,4 +150,7 @@ def main(argv=None) -> int:
         f.write(f"{header}\n\nCommand: `{machine['command']}`\n\n")
         f.write("\n\n".join(tables.markdown(s, image_prefix=args.image_prefix) for s in sections) + "\n")
     print(f"wrote {os.path.join(args.out, 'results.json')}, report.md and {len(written)} plots to {args.out}")
+    if machine.get("other_processes_cpus_busy", 0.0) > 0.2:
+        print(f"warning: other processes kept {machine['other_processes_cpus_busy']:.2f} CPUs busy during the run; "
+              "its timings were not made alone", file=sys.stderr)  # fmt: skip
     return 0

@@ -2,7 +2,9 @@
 
 import os
 import platform
+import resource
 import sys
+import time
 
 import torch
 
@@ -34,6 +36,39 @@ def cpu_flags() -> list:
 def load_average() -> float:
     """The 1-minute load average: how many processes were wanting a CPU, this run among them once it runs."""
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
+def _busy_cpu_seconds():
+    """CPU time the whole machine has spent busy since boot, from /proc/stat (Linux), or None elsewhere."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_seconds():
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+class OtherLoad:
+    """How much CPU other processes took while this run was measuring: the machine's busy time less this
+    process's own. On a shared machine it says whether the timings were made alone."""
+
+    def __init__(self):
+        self.start_busy, self.start_own, self.start_wall = _busy_cpu_seconds(), _own_cpu_seconds(), time.time()
+
+    def report(self) -> dict:
+        end_busy, end_own, wall = _busy_cpu_seconds(), _own_cpu_seconds(), time.time() - self.start_wall
+        if self.start_busy is None or end_busy is None:
+            return {}
+        other = max(0.0, (end_busy - self.start_busy) - (end_own - self.start_own))
+        return {"other_processes_cpu_s": other, "run_wall_s": wall,
+                "other_processes_cpus_busy": other / wall if wall > 0 else 0.0}  # fmt: skip
 
 
 def describe(device: torch.device) -> dict:
