@@ -62,8 +62,10 @@ def elman_loop(x, h0, weight_ih, weight_hh, bias_ih, bias_hh):
     z = torch.addmm(bias_ih + bias_hh, x.reshape(T * B, I), weight_ih.t()).view(T, B, -1)
     h = h0
     outputs = []
-    for t in range(T):
-        h = torch.tanh(torch.addmm(z[t], h, weight_hh.t()))
+    # unbind, not z[t]: the backward of T separate selections would write T full-size gradients of z,
+    # making training quadratic in T.
+    for z_t in z.unbind(0):
+        h = torch.tanh(torch.addmm(z_t, h, weight_hh.t()))
         outputs.append(h)
     return torch.stack(outputs), h
 
