@@ -83,7 +83,7 @@ PLANS = {
         seq_lens=(16, 32, 64, 128, 256, 512, 1024),
         batches=(1, 4, 16, 64, 256),
         split_shapes=STANDARD_SHAPES[1:],
-        timing=TimingConfig(warmup=1, repeats=7, min_repeats=3, min_sample_s=0.01, budget_s=1.0),
+        timing=TimingConfig(warmup=1, repeats=9, min_repeats=3, min_sample_s=0.01, budget_s=2.0),
         compile_max_steps=64,
     ),
     "full": Plan(
