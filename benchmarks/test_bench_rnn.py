@@ -39,7 +39,7 @@ def _workload(shape, impl):
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("impl", registered(), ids=lambda i: i.name.replace(" ", "_").replace(",", ""))
+@pytest.mark.parametrize("impl", registered(), ids=lambda i: i.name.replace(" ", "_"))
 @pytest.mark.parametrize("shape", STANDARD_SHAPES, ids=lambda s: s.label.replace(" ", "_").replace("=", ""))
 def test_elman_rnn(benchmark, request, shape, impl, mode):
     limit = request.config.getoption("--compile-max-steps")

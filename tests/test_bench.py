@@ -117,7 +117,7 @@ def test_quick_run_writes_every_measurement_table_and_plot(tmp_path):
 
     result = json.loads((out / "results.json").read_text())
     names = [i["name"] for i in result["implementations"]]
-    assert {"rnnfast.RNN", "torch.nn.RNN", "python loop", "python loop, compiled"} <= set(names)
+    assert {"rnnfast.RNN", "torch.nn.RNN", "python loop", "torch.compile loop"} <= set(names)
     assert "--quick" in result["machine"]["command"]
     assert result["machine"]["torch_threads"] >= 1 and result["dtype"] == "float32"
     found = {(r["analysis"], tuple(sorted(r["shape"].items())), r["implementation"], r["mode"]): r
@@ -128,7 +128,7 @@ def test_quick_run_writes_every_measurement_table_and_plot(tmp_path):
             for name in names:
                 for mode in ("forward", "forward_backward"):
                     record = found[(analysis, tuple(sorted(shape.items())), name, mode)]
-                    if name == "python loop, compiled":  # --quick compiles nothing
+                    if name == "torch.compile loop":  # --quick compiles nothing
                         assert record["status"] == "skipped"
                         continue
                     assert record["status"] == "ok", record

@@ -77,11 +77,12 @@ def main(argv=None) -> int:
     progress = Progress(len(shape_runs) * len(MODES) + len(split_shapes) + len(penalty_shapes))
 
     load_before = load_average()
-    if load_before > 0.5 and torch.get_num_threads() > 1:
+    busy_before = OtherLoad.sample(0.5)
+    if busy_before > 0.2 and torch.get_num_threads() > 1:
         # A thread of a multi-threaded product that the OS has descheduled holds up all the others at the next
         # barrier: with other work on the machine, multi-threaded timings grow by whole scheduler time slices.
-        print(f"warning: load average {load_before:.1f} before starting: other processes are using the CPUs, so "
-              f"timings on {torch.get_num_threads()} threads will be inflated and noisy (consider --threads 1)",
+        print(f"warning: other processes are keeping {busy_before:.1f} CPUs busy, so timings on "
+              f"{torch.get_num_threads()} threads will be inflated and noisy (consider --threads 1)",
               file=sys.stderr)  # fmt: skip
     started = datetime.datetime.now(datetime.timezone.utc)
     other_load = OtherLoad()
@@ -117,7 +118,8 @@ def main(argv=None) -> int:
         "device": str(device),
         "dtype": args.dtype,
         # The run itself adds about its thread count; more than that before it means it shared the CPUs.
-        "machine": dict(machine, load_average_1min_before=load_before, load_average_1min_after=load_average()),
+        "machine": dict(machine, load_average_1min_before=load_before, load_average_1min_after=load_average(),
+                        other_processes_cpus_busy_before=busy_before),
         "timing_config": dataclasses.asdict(plan.timing),
         "limits": dataclasses.asdict(limits),
         "implementations": [{"name": i.name, "family": i.family, "description": i.description} for i in impls],

@@ -102,7 +102,7 @@ def _compile_skip_reason(problem, limits):
     return None
 
 
-@register("python loop, compiled", "the same loop under torch.compile (inductor), unrolled over time",
+@register("torch.compile loop", "the same loop under torch.compile (inductor), unrolled over time",
           skip_reason=_compile_skip_reason)  # fmt: skip
 def build_compiled_loop(problem):
     # A fresh compile cache per problem: dynamo would otherwise count each new shape as a recompile of the same

@@ -62,6 +62,13 @@ class OtherLoad:
     def __init__(self):
         self.start_busy, self.start_own, self.start_wall = _busy_cpu_seconds(), _own_cpu_seconds(), time.time()
 
+    @classmethod
+    def sample(cls, seconds: float) -> float:
+        """CPUs kept busy by other processes over the next `seconds` (0 where it cannot be told)."""
+        probe = cls()
+        time.sleep(seconds)
+        return probe.report().get("other_processes_cpus_busy", 0.0)
+
     def report(self) -> dict:
         end_busy, end_own, wall = _busy_cpu_seconds(), _own_cpu_seconds(), time.time() - self.start_wall
         if self.start_busy is None or end_busy is None:
