@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from .plans import MODES  # noqa: E402
 from .split import PARALLEL_PARTS  # noqa: E402
-from .sweeps import BASELINE, MODE_TITLES, index, median, shapes_of, speedup, _label, _shape_key  # noqa: E402
+from .sweeps import BASELINE, MODE_TITLES, index, median, shapes_of, speedup, shape_label, shape_key  # noqa: E402
 
 
 def _save(fig, out_dir: str, name: str) -> str:
@@ -27,7 +27,7 @@ def _sweep(records: List[Dict], impls: Sequence[str], analysis: str, axis: str, 
     fig, axes = plt.subplots(1, len(MODES), figsize=(11, 4.2))
     for ax, mode in zip(axes, MODES):
         for impl in impls:
-            points = [(s[axis], median(found.get((_shape_key(s), mode, impl)))) for s in shapes]
+            points = [(s[axis], median(found.get((shape_key(s), mode, impl)))) for s in shapes]
             points = [(x, 1e3 * m) for x, m in points if m is not None]
             if points:
                 ax.plot(*zip(*points), marker="o", label=impl)
@@ -67,7 +67,7 @@ def plot_standard_speedup(records, impls, out_dir) -> str:
                 ax.bar(*zip(*bars), width, label=impl)
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_xticks([j + width * (len(others) - 1) / 2 for j in range(len(shapes))])
-        ax.set_xticklabels([_label(s).replace(" ", "\n") for s in shapes], fontsize=7)
+        ax.set_xticklabels([shape_label(s).replace(" ", "\n") for s in shapes], fontsize=7)
         ax.set_yscale("log")
         ax.set_ylabel(f"speed-up over {BASELINE}")
         ax.set_title(MODE_TITLES[mode])
@@ -78,7 +78,7 @@ def plot_standard_speedup(records, impls, out_dir) -> str:
 
 def plot_split(results: List[Dict], out_dir) -> str:
     fig, ax = plt.subplots(figsize=(9, 0.6 * len(results) + 1.8))
-    labels = [_label(r["shape"]) for r in results]
+    labels = [shape_label(r["shape"]) for r in results]
     left = [0.0] * len(results)
     blues = plt.cm.Blues([0.35 + 0.12 * k for k in range(len(PARALLEL_PARTS))])
     segments = [(p, [r["parts"][p]["median_s"] for r in results], blues[k]) for k, p in enumerate(PARALLEL_PARTS)]

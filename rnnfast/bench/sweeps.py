@@ -11,24 +11,24 @@ BASELINE = "torch.nn.RNN"
 MODE_TITLES = {"forward": "forward (inference)", "forward_backward": "forward+backward (training)"}
 
 
-def _shape_key(shape: Dict):
+def shape_key(shape: Dict):
     return (shape["batch"], shape["seq_len"], shape["input_size"], shape["hidden_size"])
 
 
-def _label(shape: Dict) -> str:
+def shape_label(shape: Dict) -> str:
     return f"B={shape['batch']} T={shape['seq_len']} I={shape['input_size']} H={shape['hidden_size']}"
 
 
 def index(records: List[Dict], analysis: str):
     """(shape key, mode, implementation) -> record, for one analysis."""
-    return {(_shape_key(r["shape"]), r["mode"], r["implementation"]): r for r in records if r["analysis"] == analysis}
+    return {(shape_key(r["shape"]), r["mode"], r["implementation"]): r for r in records if r["analysis"] == analysis}
 
 
 def shapes_of(records: List[Dict], analysis: str) -> List[Dict]:
     seen = {}
     for r in records:
         if r["analysis"] == analysis:
-            seen.setdefault(_shape_key(r["shape"]), r["shape"])
+            seen.setdefault(shape_key(r["shape"]), r["shape"])
     return list(seen.values())
 
 
@@ -38,8 +38,8 @@ def median(record: Optional[Dict]) -> Optional[float]:
 
 def speedup(records: List[Dict], analysis: str, shape: Dict, mode: str, impl: str) -> Optional[float]:
     found = index(records, analysis)
-    base = median(found.get((_shape_key(shape), mode, BASELINE)))
-    own = median(found.get((_shape_key(shape), mode, impl)))
+    base = median(found.get((shape_key(shape), mode, BASELINE)))
+    own = median(found.get((shape_key(shape), mode, impl)))
     return base / own if base and own else None
 
 
@@ -49,14 +49,14 @@ def standard_sections(records: List[Dict], impls: Sequence[str]) -> List[Section
     timing_rows = []
     for shape in shapes:
         for mode in MODES:
-            timing_rows.append([f"{_label(shape)} {mode}"]
-                               + [timing_cell(found.get((_shape_key(shape), mode, i))) for i in impls])  # fmt: skip
+            timing_rows.append([f"{shape_label(shape)} {mode}"]
+                               + [timing_cell(found.get((shape_key(shape), mode, i))) for i in impls])  # fmt: skip
     others = [i for i in impls if i != BASELINE]
     speedup_rows = []
     for mode in MODES:
         ratios = {i: [] for i in others}
         for shape in shapes:
-            row = [f"{_label(shape)} {mode}"]
+            row = [f"{shape_label(shape)} {mode}"]
             for i in others:
                 s = speedup(records, "standard", shape, mode, i)
                 row.append(f"{s:.2f}x" if s else "-")
@@ -93,7 +93,7 @@ def seq_len_slopes(records: List[Dict], impls: Sequence[str]) -> Dict[str, Dict[
     for mode in MODES:
         slopes[mode] = {}
         for i in impls:
-            points = [(s["seq_len"], median(found.get((_shape_key(s), mode, i)))) for s in shapes]
+            points = [(s["seq_len"], median(found.get((shape_key(s), mode, i)))) for s in shapes]
             slopes[mode][i] = per_step_slope([(t, m) for t, m in points if m is not None])
     return slopes
 
@@ -107,7 +107,7 @@ def seq_len_sections(records: List[Dict], impls: Sequence[str]) -> List[Section]
     base = shapes[0]
     sections = []
     for mode in MODES:
-        rows = [[str(s["seq_len"])] + [timing_cell(found.get((_shape_key(s), mode, i))) for i in impls] for s in shapes]
+        rows = [[str(s["seq_len"])] + [timing_cell(found.get((shape_key(s), mode, i))) for i in impls] for s in shapes]
         rows.append(["slope, us/step"] + [f"{1e6 * slopes[mode][i]:.1f}" if slopes[mode][i] is not None else "-"
                                           for i in impls])  # fmt: skip
         sections.append(Section(
@@ -128,14 +128,14 @@ def batch_sections(records: List[Dict], impls: Sequence[str]) -> List[Section]:
     base = shapes[0]
     sections = []
     for mode in MODES:
-        first = {i: median(found.get((_shape_key(base), mode, i))) for i in impls}
+        first = {i: median(found.get((shape_key(base), mode, i))) for i in impls}
         rows = []
         for s in shapes:
             row = [str(s["batch"])]
             for i in impls:
-                m = median(found.get((_shape_key(s), mode, i)))
+                m = median(found.get((shape_key(s), mode, i)))
                 row.append(f"{milliseconds(m)} ({m / first[i]:.1f}x)" if m and first[i] else
-                           timing_cell(found.get((_shape_key(s), mode, i))))  # fmt: skip
+                           timing_cell(found.get((shape_key(s), mode, i))))  # fmt: skip
             rows.append(row)
         sections.append(Section(
             f"Cost vs batch size B, {MODE_TITLES[mode]}, T={base['seq_len']} I={base['input_size']} "
