@@ -35,8 +35,6 @@ def measure_split(shape: Shape, timing: TimingConfig, device, dtype, synchronize
     x2d = x.reshape(T * B, I)
     output, _ = ops.elman_layer_forward(x, hx, w_ih[None], w_hh[None], bias[None], None, False)
     grad_h_n = torch.zeros_like(hx)
-    _, _, _, _, grad_bias = ops.elman_layer_backward(problem.grad_output, grad_h_n, x, hx, w_ih[None], w_hh[None],
-                                                     output, None, False)  # fmt: skip
     # dL/dz as the backward's products receive it would need the op's internals; any values of its shape cost
     # the same in a matrix product.
     dz = problem.grad_output.reshape(T * B, H)
