@@ -1,0 +1,158 @@
+"""`python -m rnnfast.bench`: runs a plan, prints the tables, writes results.json, report.md and the plots."""
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import sys
+
+import torch
+
+from . import tables
+from .implementations import rnnfast_missing_reason
+from .machine import OtherLoad, describe, load_average
+from .penalty import measure_penalty, penalty_section
+from .plans import MODES, PLANS
+from .progress import Progress
+from .registry import Limits, registered
+from .runner import measure_shape
+from .split import measure_split, split_section
+from .sweeps import batch_sections, seq_len_sections, seq_len_slopes, standard_sections
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="python -m rnnfast.bench",
+        description="Measures what the Elman recurrence costs and how much of it is sequential: rnnfast.RNN "
+        "against torch.nn.RNN and plain loops, with tables, a JSON of every measurement and PNG plots.",
+    )
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="a small subset in seconds (CI, smoke tests)")
+    size.add_argument("--full", action="store_true", help="the whole grid, longer sweeps and more repetitions")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
+    parser.add_argument("--out", default="rnnfast-bench", help="output folder (default ./rnnfast-bench)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--implementations", default=None,
+                        help="comma-separated subset of the registered implementations (default: all)")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile'd loop")
+    parser.add_argument("--compile-max-steps", type=int, default=None,
+                        help="longest sequence the torch.compile'd loop is compiled for (default: the plan's)")
+    parser.add_argument("--image-prefix", default="",
+                        help="prefix of the plots' paths in report.md, e.g. benchmarks/results/ for BENCHMARKS.md")
+    parser.add_argument("--list", action="store_true", help="list the registered implementations and exit")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    impls = registered(args.implementations.split(",") if args.implementations else None)
+    if args.list:
+        for impl in registered():
+            print(f"{impl.name:24s} [{impl.family}] {impl.description}")
+        return 0
+    plan = PLANS["quick" if args.quick else "full" if args.full else "default"]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("--device cuda: no CUDA device is available to this torch build", file=sys.stderr)
+        return 2
+    dtype = DTYPES[args.dtype]
+    synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    compile_max_steps = 0 if args.no_compile else (
+        plan.compile_max_steps if args.compile_max_steps is None else args.compile_max_steps)  # fmt: skip
+    limits = Limits(compile_max_steps=compile_max_steps)
+    names = [i.name for i in impls]
+    os.makedirs(args.out, exist_ok=True)
+
+    shape_runs = [("standard", s) for s in plan.standard_shapes]
+    shape_runs += [("seq_len", s) for s in plan.seq_len_shapes()]
+    shape_runs += [("batch", s) for s in plan.batch_shapes()]
+    split_shapes = plan.split_shapes if rnnfast_missing_reason(device, dtype) is None else ()
+    penalty_shapes = plan.seq_len_shapes()
+    progress = Progress(len(shape_runs) * len(MODES) + len(split_shapes) + len(penalty_shapes))
+
+    load_before = load_average()
+    busy_before = OtherLoad.sample(0.5)
+    if busy_before > 0.2 and torch.get_num_threads() > 1:
+        # A thread of a multi-threaded product that the OS has descheduled holds up all the others at the next
+        # barrier: with other work on the machine, multi-threaded timings grow by whole scheduler time slices.
+        print(f"warning: other processes are keeping {busy_before:.1f} CPUs busy, so timings on "
+              f"{torch.get_num_threads()} threads will be inflated and noisy (consider --threads 1)",
+              file=sys.stderr)  # fmt: skip
+    started = datetime.datetime.now(datetime.timezone.utc)
+    other_load = OtherLoad()
+    records = []
+    for analysis, shape in shape_runs:
+        records += measure_shape(analysis, shape, impls, plan.timing, limits, device, dtype, synchronize,
+                                 progress.tick)  # fmt: skip
+    splits = []
+    for shape in split_shapes:
+        progress.tick(f"split {shape.label}")
+        splits.append(measure_split(shape, plan.timing, device, dtype, synchronize))
+    penalties = []
+    for shape in penalty_shapes:
+        progress.tick(f"sequential penalty {shape.label}")
+        penalties.append(measure_penalty(shape, plan.timing, device, dtype, synchronize))
+    progress.close()
+
+    sections = standard_sections(records, names) + seq_len_sections(records, names) + batch_sections(records, names)
+    sections += [split_section(splits)] if splits else []
+    sections += [penalty_section(penalties)]
+
+    from . import plots  # matplotlib is imported only once there is something to draw
+
+    written = [plots.plot_standard_speedup(records, names, args.out), plots.plot_seq_len(records, names, args.out),
+               plots.plot_batch(records, names, args.out), plots.plot_penalty(penalties, args.out)]  # fmt: skip
+    if splits:
+        written.append(plots.plot_split(splits, args.out))
+
+    machine = dict(describe(device), **other_load.report())
+    result = {
+        "started_utc": started.isoformat(timespec="seconds"),
+        "plan": plan.name,
+        "device": str(device),
+        "dtype": args.dtype,
+        # The run itself adds about its thread count; more than that before it means it shared the CPUs.
+        "machine": dict(machine, load_average_1min_before=load_before, load_average_1min_after=load_average(),
+                        other_processes_cpus_busy_before=busy_before),
+        "timing_config": dataclasses.asdict(plan.timing),
+        "limits": dataclasses.asdict(limits),
+        "implementations": [{"name": i.name, "family": i.family, "description": i.description} for i in impls],
+        "shapes": {
+            "standard": [s.as_dict() for s in plan.standard_shapes],
+            "seq_len": [s.as_dict() for s in plan.seq_len_shapes()],
+            "batch": [s.as_dict() for s in plan.batch_shapes()],
+            "split": [s.as_dict() for s in split_shapes],
+            "penalty": [s.as_dict() for s in penalty_shapes],
+        },
+        "measurements": records,
+        "per_step_slope_s": seq_len_slopes(records, names),
+        "split": splits,
+        "penalty": penalties,
+    }
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(result, f, indent=1)
+
+    header = (f"rnnfast.bench, {plan.name} plan, {args.device} {args.dtype}: {machine['cpu_model']}, "
+              f"{machine['usable_cpus']} CPUs, {machine['torch_threads']} torch threads, torch {machine['torch_version']}, "
+              f"load average {load_before:.1f} before the run"
+              + (f", other processes kept {machine['other_processes_cpus_busy']:.2f} CPUs busy during it"
+                 if "other_processes_cpus_busy" in machine else "")
+              + (f", {machine['gpu']}" if "gpu" in machine else ""))  # fmt: skip
+    print(header)
+    print(f"command: {machine['command']}\n")
+    for section in sections:
+        print(tables.text(section) + "\n")
+    with open(os.path.join(args.out, "report.md"), "w") as f:
+        f.write(f"{header}\n\nCommand: `{machine['command']}`\n\n")
+        f.write("\n\n".join(tables.markdown(s, image_prefix=args.image_prefix) for s in sections) + "\n")
+    print(f"wrote {os.path.join(args.out, 'results.json')}, report.md and {len(written)} plots to {args.out}")
+    if machine.get("other_processes_cpus_busy", 0.0) > 0.2:
+        print(f"warning: other processes kept {machine['other_processes_cpus_busy']:.2f} CPUs busy during the run; "
+              "its timings were not made alone", file=sys.stderr)  # fmt: skip
+    return 0

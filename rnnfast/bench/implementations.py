@@ -1,0 +1,120 @@
+"""The built-in implementations: rnnfast's fused layer, torch.nn.RNN, and a plain Python loop over time, eager
+and under torch.compile. All run the weights and inputs of the same Problem."""
+
+import copy
+
+import torch
+
+from .registry import Workload, register
+
+
+def _module_workload(module, problem):
+    x = problem.input.detach().requires_grad_()
+    params = [module.weight_ih_l0, module.weight_hh_l0, module.bias_ih_l0, module.bias_hh_l0]
+
+    def forward():
+        with torch.no_grad():
+            return module(problem.input, problem.hx)
+
+    def forward_backward():
+        output, _ = module(x, problem.hx)
+        return torch.autograd.grad(output, [x, *params], problem.grad_output)
+
+    return Workload(forward, forward_backward)
+
+
+@register("torch.nn.RNN", "PyTorch's own layer (MKL/oneDNN on CPU, cuDNN on CUDA), the baseline")
+def build_torch_rnn(problem):
+    return _module_workload(problem.reference, problem)
+
+
+def rnnfast_missing_reason(device: torch.device, dtype: torch.dtype):
+    """Why rnnfast's kernels cannot run on `device` in `dtype` in this build, or None when they can."""
+    from .._ops import ops
+
+    key = "CUDA" if device.type == "cuda" else "CPU"
+    if not torch._C._dispatch_has_kernel_for_dispatch_key("rnnfast::elman_layer_forward", key):
+        return f"rnnfast has no {key} kernel in this build"
+    one = torch.zeros(1, 1, 1, device=device, dtype=dtype)
+    try:
+        ops.elman_layer_forward(one, one, one, one, None, None, False)
+    except RuntimeError as error:  # NotImplementedError included: a dtype the kernels are not built for
+        return f"rnnfast: {str(error).splitlines()[0]}"
+    return None
+
+
+def _rnnfast_skip_reason(problem, limits):
+    return rnnfast_missing_reason(problem.device, problem.dtype)
+
+
+@register("rnnfast.RNN", "rnnfast's fused layer: one input-projection product, then a C++ loop over time",
+          skip_reason=_rnnfast_skip_reason)  # fmt: skip
+def build_rnnfast(problem):
+    from ..convert import convert
+
+    return _module_workload(convert(copy.deepcopy(problem.reference)), problem)
+
+
+def elman_loop(x, h0, weight_ih, weight_hh, bias_ih, bias_hh):
+    """The textbook Elman RNN in PyTorch ops: every step's input projection as one product, then one addmm and
+    one tanh per step. x (T, B, I), h0 (B, H) -> output (T, B, H), h_n (B, H)."""
+    T, B, I = x.shape
+    z = torch.addmm(bias_ih + bias_hh, x.reshape(T * B, I), weight_ih.t()).view(T, B, -1)
+    h = h0
+    outputs = []
+    # unbind, not z[t]: the backward of T separate selections would write T full-size gradients of z,
+    # making training quadratic in T.
+    for z_t in z.unbind(0):
+        h = torch.tanh(torch.addmm(z_t, h, weight_hh.t()))
+        outputs.append(h)
+    return torch.stack(outputs), h
+
+
+def _loop_workload(problem, loop):
+    ref = problem.reference
+    params = [p.detach().clone().requires_grad_() for p in
+              (ref.weight_ih_l0, ref.weight_hh_l0, ref.bias_ih_l0, ref.bias_hh_l0)]  # fmt: skip
+    x = problem.input.detach().requires_grad_()
+    h0 = problem.hx[0]
+
+    def forward():
+        with torch.no_grad():
+            output, h_n = loop(problem.input, h0, *params)
+        return output, h_n.unsqueeze(0)
+
+    def forward_backward():
+        output, _ = loop(x, h0, *params)
+        return torch.autograd.grad(output, [x, *params], problem.grad_output)
+
+    return Workload(forward, forward_backward)
+
+
+@register("python loop", "the Elman recurrence as a Python loop: input projection precomputed, addmm + tanh a step")
+def build_python_loop(problem):
+    return _loop_workload(problem, elman_loop)
+
+
+def _compile_skip_reason(problem, limits):
+    T = problem.shape.seq_len
+    if T > limits.compile_max_steps:
+        return (f"T={T} > compile_max_steps={limits.compile_max_steps}: torch.compile unrolls the loop, "
+                "so compile time grows with T")  # fmt: skip
+    return None
+
+
+@register("torch.compile loop", "the same loop under torch.compile (inductor), unrolled over time",
+          skip_reason=_compile_skip_reason)  # fmt: skip
+def build_compiled_loop(problem):
+    # A fresh compile cache per problem: dynamo would otherwise count each new shape as a recompile of the same
+    # code and, past its recompile limit, silently run the loop eagerly.
+    import torch._inductor.config
+
+    torch._dynamo.reset()
+    # Compiling in this process, not in a pool of worker processes that would stay behind, competing for the
+    # cores with everything timed afterwards.
+    torch._inductor.config.compile_threads = 1
+    workload = _loop_workload(problem, torch.compile(elman_loop, dynamic=False, fullgraph=True))
+    # Compiling here (the graphs with and without grad differ) keeps compile time out of the warm-up.
+    workload.forward()
+    workload.forward_backward()
+    return workload

@@ -1,0 +1,76 @@
+"""Measures the registered implementations at one shape: sets each up, checks it against torch.nn.RNN, then
+times them against each other, forward and forward+backward."""
+
+import time
+from typing import Callable, Dict, List, Sequence
+
+import torch
+
+from .implementations import build_torch_rnn
+from .plans import MODES, Shape
+from .problem import make_problem
+from .registry import Implementation, Limits
+from .timing import TimingConfig, time_interleaved
+
+# Largest relative difference from torch.nn.RNN still counted as the same result. Float32 sums over long
+# sequences and wide products differ in their last bits, and the recurrence carries the differences along.
+TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-3}
+LOW_PRECISION_TOLERANCE = 5e-2
+
+
+def relative_difference(got: Sequence[torch.Tensor], expected: Sequence[torch.Tensor]) -> float:
+    worst = 0.0
+    for g, e in zip(got, expected):
+        scale = max(1.0, e.abs().max().item())
+        worst = max(worst, (g.double() - e.double()).abs().max().item() / scale)
+    return worst
+
+
+def measure_shape(
+    analysis: str,
+    shape: Shape,
+    impls: List[Implementation],
+    timing: TimingConfig,
+    limits: Limits,
+    device: torch.device,
+    dtype: torch.dtype,
+    synchronize: Callable[[], None],
+    tick: Callable[[str], None],
+) -> List[Dict]:
+    """Returns one record per implementation and mode: its timing, or why it was skipped or failed.
+    Calls tick once per mode."""
+    problem = make_problem(shape, device, dtype)
+    base = {"analysis": analysis, "shape": shape.as_dict()}
+    tolerance = TOLERANCE.get(dtype, LOW_PRECISION_TOLERANCE)
+    reference = build_torch_rnn(problem)
+    expected = {"forward": reference.forward(), "forward_backward": reference.forward_backward()}
+    records, workloads = [], {}
+    for impl in impls:
+        reason = impl.skip_reason(problem, limits)
+        if reason is not None:
+            records += [dict(base, implementation=impl.name, mode=m, status="skipped", reason=reason) for m in MODES]
+            continue
+        start = time.perf_counter()
+        try:
+            workload = impl.build(problem)
+            results = {"forward": workload.forward(), "forward_backward": workload.forward_backward()}
+        except Exception as error:  # an implementation that cannot run here (dtype, device) is reported, not fatal
+            message = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            records += [dict(base, implementation=impl.name, mode=m, status="failed", reason=message) for m in MODES]
+            continue
+        synchronize()
+        setup_s = time.perf_counter() - start
+        workloads[impl.name] = (workload, setup_s, results)
+
+    for mode in MODES:
+        tick(f"{analysis} {mode} {shape.label}")
+        if not workloads:
+            continue
+        timings = time_interleaved({name: getattr(w, mode) for name, (w, _, _) in workloads.items()}, timing,
+                                   synchronize=synchronize)  # fmt: skip
+        for name, (_, setup_s, results) in workloads.items():
+            difference = relative_difference(results[mode], expected[mode])
+            records.append(dict(base, implementation=name, mode=mode, status="ok", setup_s=setup_s,
+                                relative_difference=difference, agrees=difference <= tolerance,
+                                **timings[name].as_dict()))  # fmt: skip
+    return records

@@ -1,0 +1,147 @@
+"""The benchmark suite: its timing arithmetic on a fake clock, and its --quick run end to end."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import rnnfast
+from rnnfast.bench.timing import Timing, TimingConfig, time_interleaved
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+class FakeClock:
+    """A clock that moves only when a fake workload says it took time."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def workload(clock, durations, log=None, name=None):
+    """A callable whose successive calls take durations[0], durations[1], ... (the last repeating)."""
+    calls = iter(durations)
+    last = [durations[-1]]
+
+    def run():
+        last[0] = next(calls, last[0])
+        clock.now += last[0]
+        if log is not None:
+            log.append(name)
+
+    return run
+
+
+def test_median_and_quartiles_of_the_timed_calls():
+    clock = FakeClock()
+    # A slow warm-up call and a calibration call, then the five timed ones.
+    fns = {"a": workload(clock, [100.0, 1.0, 3.0, 1.0, 2.0, 5.0, 4.0]), "b": workload(clock, [0.5])}
+    config = TimingConfig(warmup=1, repeats=5, min_repeats=5, min_sample_s=0.0, budget_s=1e9)
+    timings = time_interleaved(fns, config, clock=clock)
+    assert sorted(timings["a"].samples) == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert timings["a"].median == 3.0
+    assert (timings["a"].q25, timings["a"].q75, timings["a"].iqr) == (2.0, 4.0, 2.0)
+    assert timings["b"].median == 0.5 and timings["b"].iqr == 0.0
+
+
+def test_median_of_an_even_number_of_samples_is_the_midpoint():
+    assert Timing((4.0, 1.0, 3.0, 2.0), 1).median == 2.5
+
+
+def test_repetitions_are_interleaved_with_rotating_order():
+    clock, log = FakeClock(), []
+    fns = {n: workload(clock, [1.0], log, n) for n in "abc"}
+    config = TimingConfig(warmup=0, repeats=3, min_repeats=3, min_sample_s=0.0, budget_s=1e9)
+    time_interleaved(fns, config, clock=clock)
+    calibration, rounds = log[:3], log[3:]
+    assert calibration == ["a", "b", "c"]
+    assert rounds == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+
+
+def test_short_calls_are_batched_into_samples_of_the_minimum_length():
+    clock = FakeClock()
+    fns = {"fast": workload(clock, [0.001]), "slow": workload(clock, [0.5])}
+    config = TimingConfig(warmup=0, repeats=3, min_repeats=3, min_sample_s=0.01, budget_s=1e9)
+    timings = time_interleaved(fns, config, clock=clock)
+    assert timings["fast"].calls == 10 and timings["slow"].calls == 1
+    assert timings["fast"].median == pytest.approx(0.001)  # per call, not per sample
+
+
+def test_the_time_budget_caps_the_repetitions_but_not_below_the_minimum():
+    clock = FakeClock()
+    config = TimingConfig(warmup=0, repeats=50, min_repeats=4, min_sample_s=0.0, budget_s=10.0)
+    assert len(time_interleaved({"a": workload(clock, [1.0])}, config, clock=clock)["a"].samples) == 10
+    config = TimingConfig(warmup=0, repeats=50, min_repeats=4, min_sample_s=0.0, budget_s=1.0)
+    assert len(time_interleaved({"a": workload(clock, [1.0])}, config, clock=clock)["a"].samples) == 4
+
+
+def test_queued_device_work_is_counted_through_synchronize():
+    clock, queued = FakeClock(), [0.0]
+
+    def launch():  # returns at once; its 2 s of work land on the clock at the next synchronize
+        queued[0] += 2.0
+
+    def synchronize():
+        clock.now += queued[0]
+        queued[0] = 0.0
+
+    config = TimingConfig(warmup=1, repeats=3, min_repeats=3, min_sample_s=0.0, budget_s=1e9)
+    assert time_interleaved({"gpu": launch}, config, clock=clock, synchronize=synchronize)["gpu"].median == 2.0
+
+
+def _read_png(path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.image
+
+    with open(path, "rb") as f:
+        assert f.read(8) == PNG_SIGNATURE, path
+    return matplotlib.image.imread(path)
+
+
+def test_quick_run_writes_every_measurement_table_and_plot(tmp_path):
+    out = tmp_path / "bench"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(rnnfast.__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    run = subprocess.run([sys.executable, "-m", "rnnfast.bench", "--quick", "--out", str(out)], env=env,
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Standard shapes" in run.stdout and "Sequential penalty" in run.stdout
+    assert "done" in run.stderr  # the progress bar's last line
+
+    result = json.loads((out / "results.json").read_text())
+    names = [i["name"] for i in result["implementations"]]
+    assert {"rnnfast.RNN", "torch.nn.RNN", "python loop", "torch.compile loop"} <= set(names)
+    assert "--quick" in result["machine"]["command"]
+    assert result["machine"]["torch_threads"] >= 1 and result["dtype"] == "float32"
+    found = {(r["analysis"], tuple(sorted(r["shape"].items())), r["implementation"], r["mode"]): r
+             for r in result["measurements"]}  # fmt: skip
+    for analysis in ("standard", "seq_len", "batch"):
+        assert result["shapes"][analysis]
+        for shape in result["shapes"][analysis]:
+            for name in names:
+                for mode in ("forward", "forward_backward"):
+                    record = found[(analysis, tuple(sorted(shape.items())), name, mode)]
+                    if name == "torch.compile loop":  # --quick compiles nothing
+                        assert record["status"] == "skipped"
+                        continue
+                    assert record["status"] == "ok", record
+                    assert record["agrees"], record
+                    assert 0 < record["q25_s"] <= record["median_s"] <= record["q75_s"]
+    assert len(result["split"]) == len(result["shapes"]["split"]) > 0
+    for split in result["split"]:
+        assert split["parallel_s"] > 0 and split["sequential_s"] > 0
+    assert [p["shape"] for p in result["penalty"]] == result["shapes"]["penalty"]
+
+    for name in ("standard_speedup", "cost_vs_seq_len", "cost_vs_batch", "split", "sequential_penalty"):
+        image = _read_png(out / f"{name}.png")
+        assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+        assert image.std() > 0  # something was drawn
+    report = (out / "report.md").read_text()
+    assert "![" in report and "| rnnfast.RNN" in report
