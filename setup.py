@@ -116,6 +116,8 @@ def main():
         cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
         python_requires=">=3.9",
         install_requires=["torch>=2.4"],
+        extras_require={"bench": ["matplotlib"]},
+        entry_points={"console_scripts": ["rnnfast-bench=rnnfast.bench.cli:main"]},
     )
 
 
