@@ -35,8 +35,10 @@ RNNFAST_HOST_DEVICE float tanh_float(float x) {
   float q = x2 * 1.19825839466702e-06f + 1.18534705686654e-04f;
   q = x2 * q + 2.26843463243900e-03f;
   q = x2 * q + 4.89352518554385e-03f;
+  // The division is done unconditionally: a division only on one side of a branch would not be vectorised.
+  const float ratio = p / q;
   // Near 0 tanh(x) = x to float32 precision, and the ratio would lose relative accuracy.
-  return (xc < 0.0004f && xc > -0.0004f) ? xc : p / q;
+  return std::fabs(xc) < 0.0004f ? xc : ratio;
 #endif
 }
 
