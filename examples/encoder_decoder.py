@@ -14,7 +14,7 @@ import sys
 import torch
 from torch import nn
 
-from example_support import Stopwatch, add_common_arguments, apply_common_arguments, report, training_steps
+from example_support import add_common_arguments, apply_common_arguments, report, train, training_steps
 
 SEQUENCE_LENGTH = 8
 NUM_DIGITS = 10
@@ -78,22 +78,14 @@ def main(argv=None):
     generator = torch.Generator().manual_seed(args.seed)
     held_out = make_batch(1000, generator)
     model = Reverser(rnn_class, args.hidden_size)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.003)
-    # Decaying the step size to zero settles the weights instead of leaving them jumping between minibatches.
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
-    with Stopwatch() as clock:
-        for step in range(1, steps + 1):
-            digits, reversed_digits = make_batch(args.batch_size, generator)
-            logits = model(digits, reversed_digits)
-            loss = nn.functional.cross_entropy(logits.reshape(-1, NUM_DIGITS), reversed_digits.reshape(-1))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            if step % 100 == 0 or step == steps:
-                print(f"step {step:>5}: loss {loss.item():.4f}, "
-                      f"held-out sequence accuracy {sequence_accuracy(model, held_out):.3f}")
-    print(f"{args.backend}: {steps} steps in {clock.seconds:.1f} s")
+
+    def batch_loss():
+        digits, reversed_digits = make_batch(args.batch_size, generator)
+        logits = model(digits, reversed_digits)
+        return nn.functional.cross_entropy(logits.reshape(-1, NUM_DIGITS), reversed_digits.reshape(-1))
+
+    train(model, steps, lr=0.003, batch_loss=batch_loss, metric="sequence accuracy",
+          evaluate=lambda: sequence_accuracy(model, held_out), backend=args.backend)
 
     digits, _ = held_out
     for row in digits[:3]:

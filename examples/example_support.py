@@ -1,4 +1,5 @@
-"""Pieces the training examples share: choosing the RNN implementation, seeding, and the result line the tests read.
+"""Pieces the training examples share: choosing the RNN implementation, seeding, the training loop, and the result
+line the tests read.
 
 The examples run from any folder as `python examples/NAME.py`; Python puts this folder on sys.path, so they
 import this module as `example_support`.
@@ -48,6 +49,24 @@ class Stopwatch:
 
     def __exit__(self, *exc):
         self.seconds = time.perf_counter() - self.start
+
+
+def train(model, steps, *, lr, batch_loss, metric, evaluate, backend):
+    """The training examples' loop: Adam with its step size decayed to zero over the run (a cosine schedule),
+    which settles the weights instead of leaving them jumping between minibatches. batch_loss() draws a batch
+    and returns its loss; evaluate() gives the held-out metric, printed every 100 steps."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    with Stopwatch() as clock:
+        for step in range(1, steps + 1):
+            loss = batch_loss()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            if step % 100 == 0 or step == steps:
+                print(f"step {step:>5}: loss {loss.item():.4g}, held-out {metric} {evaluate():.4g}")
+    print(f"{backend}: {steps} steps in {clock.seconds:.1f} s")
 
 
 def report(metric, value, target, *, higher_is_better):

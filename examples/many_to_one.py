@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from example_support import Stopwatch, add_common_arguments, apply_common_arguments, report, training_steps
+from example_support import add_common_arguments, apply_common_arguments, report, train, training_steps
 
 MIN_LENGTH, MAX_LENGTH = 5, 20
 TARGET_ACCURACY = 0.94
@@ -60,20 +60,13 @@ def main(argv=None):
     generator = torch.Generator().manual_seed(args.seed)
     held_out = make_batch(1000, generator)
     model = SequenceClassifier(rnn_class, args.hidden_size)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    # Decaying the step size to zero settles the weights instead of leaving them jumping between minibatches.
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
-    with Stopwatch() as clock:
-        for step in range(1, steps + 1):
-            padded, lengths, labels = make_batch(args.batch_size, generator)
-            loss = nn.functional.cross_entropy(model(padded, lengths), labels)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            if step % 100 == 0 or step == steps:
-                print(f"step {step:>5}: loss {loss.item():.4f}, held-out accuracy {accuracy(model, held_out):.3f}")
-    print(f"{args.backend}: {steps} steps in {clock.seconds:.1f} s")
+
+    def batch_loss():
+        padded, lengths, labels = make_batch(args.batch_size, generator)
+        return nn.functional.cross_entropy(model(padded, lengths), labels)
+
+    train(model, steps, lr=0.01, batch_loss=batch_loss, metric="accuracy",
+          evaluate=lambda: accuracy(model, held_out), backend=args.backend)
     return report("held-out accuracy", accuracy(model, held_out), TARGET_ACCURACY, higher_is_better=True)
 
 

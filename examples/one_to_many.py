@@ -15,7 +15,7 @@ import sys
 import torch
 from torch import nn
 
-from example_support import Stopwatch, add_common_arguments, apply_common_arguments, report, training_steps
+from example_support import add_common_arguments, apply_common_arguments, report, train, training_steps
 
 GENERATED_STEPS = 20
 PHASE_STEP = 0.3  # radians between generated values: a period is about 21 steps
@@ -62,21 +62,13 @@ def main(argv=None):
     generator = torch.Generator().manual_seed(args.seed)
     held_out = make_batch(1000, generator)
     model = WaveGenerator(rnn_class, args.hidden_size)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    # Decaying the step size to zero settles the weights instead of leaving them jumping between minibatches.
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
-    with Stopwatch() as clock:
-        for step in range(1, steps + 1):
-            inputs, wave = make_batch(args.batch_size, generator)
-            loss = nn.functional.mse_loss(model(inputs), wave)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            if step % 100 == 0 or step == steps:
-                print(f"step {step:>5}: loss {loss.item():.2e}, "
-                      f"held-out mean squared error {mean_squared_error(model, held_out):.2e}")
-    print(f"{args.backend}: {steps} steps in {clock.seconds:.1f} s")
+
+    def batch_loss():
+        inputs, wave = make_batch(args.batch_size, generator)
+        return nn.functional.mse_loss(model(inputs), wave)
+
+    train(model, steps, lr=0.01, batch_loss=batch_loss, metric="mean squared error",
+          evaluate=lambda: mean_squared_error(model, held_out), backend=args.backend)
 
     inputs, wave = held_out
     with torch.no_grad():
