@@ -16,13 +16,6 @@ namespace rnnfast {
 namespace cpu {
 namespace {
 
-inline int64_t rows_at(const int64_t* batch_sizes, int64_t t, int64_t B) {
-  return batch_sizes ? batch_sizes[t] : B;
-}
-
-// Steps of direction d in the order the forward pass visits them: 0..T-1, or T-1..0 for the reverse direction.
-inline int64_t step_at(int64_t d, int64_t i, int64_t T) { return d == 0 ? i : T - 1 - i; }
-
 template <typename scalar_t, Activation A>
 void forward_direction(scalar_t* out, const scalar_t* h0, const scalar_t* w_hh, scalar_t* h_n, const ElmanSizes& s,
                        int64_t d, const int64_t* batch_sizes) {

@@ -27,8 +27,6 @@ namespace {
 
 constexpr int kElementwiseThreads = 256;
 
-inline int64_t rows_at(const int64_t* batch_sizes, int64_t t, int64_t B) { return batch_sizes ? batch_sizes[t] : B; }
-inline int64_t step_at(int64_t d, int64_t i, int64_t T) { return d == 0 ? i : T - 1 - i; }
 
 inline unsigned blocks_for(int64_t n) {
   return static_cast<unsigned>(std::max<int64_t>(1, (n + kElementwiseThreads - 1) / kElementwiseThreads));
