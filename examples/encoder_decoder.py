@@ -8,13 +8,12 @@ call with the hidden state carried between calls. Trains, then prints the held-o
 sequences and checks it against TARGET_SEQUENCE_ACCURACY; --quick is the short smoke run CI does.
 """
 
-import argparse
 import sys
 
 import torch
 from torch import nn
 
-from example_support import add_common_arguments, apply_common_arguments, report, train, training_steps
+from example_support import parse_training_arguments, report, train
 
 SEQUENCE_LENGTH = 8
 NUM_DIGITS = 10
@@ -67,13 +66,8 @@ def sequence_accuracy(model, data):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_arguments(parser, default_steps=DEFAULT_STEPS, quick_steps=QUICK_STEPS)
-    parser.add_argument("--hidden-size", type=int, default=128)
-    parser.add_argument("--batch-size", type=int, default=64)
-    args = parser.parse_args(argv)
-    rnn_class = apply_common_arguments(args)
-    steps = training_steps(args, default_steps=DEFAULT_STEPS, quick_steps=QUICK_STEPS)
+    args, rnn_class, steps = parse_training_arguments(__doc__, argv, default_steps=DEFAULT_STEPS,
+                                                      quick_steps=QUICK_STEPS, hidden_size=128)
 
     generator = torch.Generator().manual_seed(args.seed)
     held_out = make_batch(1000, generator)

@@ -5,6 +5,7 @@ The examples run from any folder as `python examples/NAME.py`; Python puts this 
 import this module as `example_support`.
 """
 
+import argparse
 import time
 
 import torch
@@ -40,6 +41,18 @@ def apply_common_arguments(args):
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     return RNN_CLASSES[args.backend]
+
+
+def parse_training_arguments(doc, argv, *, default_steps, quick_steps, hidden_size):
+    """The training examples' command line: the common options, --hidden-size and --batch-size. Seeds and applies
+    --threads; returns the arguments, the chosen RNN class and the number of training steps."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_arguments(parser, default_steps=default_steps, quick_steps=quick_steps)
+    parser.add_argument("--hidden-size", type=int, default=hidden_size)
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args(argv)
+    rnn_class = apply_common_arguments(args)
+    return args, rnn_class, training_steps(args, default_steps=default_steps, quick_steps=quick_steps)
 
 
 class Stopwatch:

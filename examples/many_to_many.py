@@ -6,13 +6,12 @@ each answer may only use the steps seen so far. Trains, then prints the held-out
 it against TARGET_ACCURACY; --quick is the short smoke run CI does.
 """
 
-import argparse
 import sys
 
 import torch
 from torch import nn
 
-from example_support import add_common_arguments, apply_common_arguments, report, train, training_steps
+from example_support import parse_training_arguments, report, train
 
 SEQUENCE_LENGTH = 20
 TARGET_ACCURACY = 0.95
@@ -44,13 +43,8 @@ def per_step_accuracy(model, data):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_arguments(parser, default_steps=DEFAULT_STEPS, quick_steps=QUICK_STEPS)
-    parser.add_argument("--hidden-size", type=int, default=16)
-    parser.add_argument("--batch-size", type=int, default=64)
-    args = parser.parse_args(argv)
-    rnn_class = apply_common_arguments(args)
-    steps = training_steps(args, default_steps=DEFAULT_STEPS, quick_steps=QUICK_STEPS)
+    args, rnn_class, steps = parse_training_arguments(__doc__, argv, default_steps=DEFAULT_STEPS,
+                                                      quick_steps=QUICK_STEPS, hidden_size=16)
 
     generator = torch.Generator().manual_seed(args.seed)
     held_out = make_batch(1000, generator)

@@ -6,14 +6,13 @@ sequence is classified from its own last hidden state h_n. Trains, then prints t
 it against TARGET_ACCURACY; --quick is the short smoke run CI does.
 """
 
-import argparse
 import sys
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from example_support import add_common_arguments, apply_common_arguments, report, train, training_steps
+from example_support import parse_training_arguments, report, train
 
 MIN_LENGTH, MAX_LENGTH = 5, 20
 TARGET_ACCURACY = 0.94
@@ -49,13 +48,8 @@ def accuracy(model, data):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_arguments(parser, default_steps=DEFAULT_STEPS, quick_steps=QUICK_STEPS)
-    parser.add_argument("--hidden-size", type=int, default=16)
-    parser.add_argument("--batch-size", type=int, default=64)
-    args = parser.parse_args(argv)
-    rnn_class = apply_common_arguments(args)
-    steps = training_steps(args, default_steps=DEFAULT_STEPS, quick_steps=QUICK_STEPS)
+    args, rnn_class, steps = parse_training_arguments(__doc__, argv, default_steps=DEFAULT_STEPS,
+                                                      quick_steps=QUICK_STEPS, hidden_size=16)
 
     generator = torch.Generator().manual_seed(args.seed)
     held_out = make_batch(1000, generator)

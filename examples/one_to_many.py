@@ -8,14 +8,13 @@ Trains, then prints the held-out mean squared error and checks it against TARGET
 smoke run CI does.
 """
 
-import argparse
 import math
 import sys
 
 import torch
 from torch import nn
 
-from example_support import add_common_arguments, apply_common_arguments, report, train, training_steps
+from example_support import parse_training_arguments, report, train
 
 GENERATED_STEPS = 20
 PHASE_STEP = 0.3  # radians between generated values: a period is about 21 steps
@@ -51,13 +50,8 @@ def mean_squared_error(model, data):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_arguments(parser, default_steps=DEFAULT_STEPS, quick_steps=QUICK_STEPS)
-    parser.add_argument("--hidden-size", type=int, default=32)
-    parser.add_argument("--batch-size", type=int, default=64)
-    args = parser.parse_args(argv)
-    rnn_class = apply_common_arguments(args)
-    steps = training_steps(args, default_steps=DEFAULT_STEPS, quick_steps=QUICK_STEPS)
+    args, rnn_class, steps = parse_training_arguments(__doc__, argv, default_steps=DEFAULT_STEPS,
+                                                      quick_steps=QUICK_STEPS, hidden_size=32)
 
     generator = torch.Generator().manual_seed(args.seed)
     held_out = make_batch(1000, generator)
