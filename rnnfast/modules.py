@@ -1,7 +1,9 @@
 """Drop-in replacements for torch.nn.RNN and torch.nn.RNNCell.
 
-They subclass the torch.nn classes, so the constructor, its argument errors, the parameter names and shapes,
-state_dicts and isinstance checks are torch.nn's own; only forward differs, and it runs the fused kernels.
+RNN subclasses torch.nn.RNNBase and RNNCell subclasses torch.nn.RNNCell, so parameter creation and
+initialisation, names, shapes, state_dicts and the argument errors are torch.nn's own; only forward differs, and
+it runs the fused kernels. RNN stops at RNNBase, not torch.nn.RNN, because torch.compile refuses to trace any
+instance of torch.nn.RNN/GRU/LSTM (a graph break, or an error under fullgraph=True) whatever its forward does.
 """
 
 import torch
@@ -20,7 +22,7 @@ def _check_state_matches_input(hx, input, name):
 
 
 def _check_parameters_match_input(module, input):
-    weight = module.weight_ih_l0 if isinstance(module, torch.nn.RNN) else module.weight_ih
+    weight = module.weight_ih_l0 if isinstance(module, torch.nn.RNNBase) else module.weight_ih
     if weight.device != input.device:
         raise RuntimeError(
             "Input and parameter tensors are not at the same device, found input tensor at "
@@ -28,8 +30,25 @@ def _check_parameters_match_input(module, input):
         )
 
 
-class RNN(torch.nn.RNN):
+class RNN(torch.nn.RNNBase):
     """torch.nn.RNN with the fused rnnfast kernels. Same arguments, parameters, inputs and outputs."""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, device=None, dtype=None, **kwargs):  # fmt: skip
+        # torch.nn.RNN's own argument handling and messages.
+        if "proj_size" in kwargs:
+            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+        if kwargs:
+            raise TypeError(f"RNN.__init__() got an unexpected keyword argument '{next(iter(kwargs))}'")
+        if nonlinearity == "tanh":
+            mode = "RNN_TANH"
+        elif nonlinearity == "relu":
+            mode = "RNN_RELU"
+        else:
+            raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
+        self.nonlinearity = nonlinearity
+        super().__init__(mode, input_size, hidden_size, num_layers=num_layers, bias=bias, batch_first=batch_first,
+                         dropout=dropout, bidirectional=bidirectional, device=device, dtype=dtype)  # fmt: skip
 
     def _flat_weight_list(self):
         # Read by name on every call, so torch.func.functional_call and reassigned parameters are honoured.

@@ -45,4 +45,4 @@ def test_convert_of_a_bare_module_returns_the_rnnfast_module_and_state_dicts_loa
     back.load_state_dict(fast.state_dict())
     x = torch.randn(5, 2, 3)
     torch.testing.assert_close(fast(x), back(x))
-    assert isinstance(fast, torch.nn.RNN)
+    assert isinstance(fast, torch.nn.RNNBase)
