@@ -3,6 +3,7 @@
 import torch
 
 from . import _C  # noqa: F401  (loading it registers torch.ops.rnnfast.*)
+from ._differentiable_layer import elman_layer_differentiable
 
 ops = torch.ops.rnnfast
 
@@ -29,18 +30,34 @@ def _elman_layer_backward_fake(grad_output, grad_h_n, input, hx, weight_ih, weig
 def _elman_setup_context(ctx, inputs, output):
     input, hx, weight_ih, weight_hh, bias, batch_sizes, relu = inputs
     # The outputs are the hidden states, all that the activation's derivative needs (tanh' = 1 - h^2).
-    ctx.save_for_backward(input, hx, weight_ih, weight_hh, output[0])
+    # The bias is kept only for gradients of gradients, which recompute the layer.
+    ctx.save_for_backward(input, hx, weight_ih, weight_hh, bias, output[0])
     ctx.batch_sizes = batch_sizes
     ctx.relu = relu
     ctx.has_bias = bias is not None
 
 
 def _elman_backward(ctx, grad_output, grad_h_n):
-    input, hx, weight_ih, weight_hh, output = ctx.saved_tensors
+    input, hx, weight_ih, weight_hh, bias, output = ctx.saved_tensors
+    if torch.is_grad_enabled():
+        # create_graph=True: the gradients must themselves be differentiable.
+        return _elman_differentiable_backward(ctx, grad_output, grad_h_n, input, hx, weight_ih, weight_hh, bias)
     grad_input, grad_hx, grad_weight_ih, grad_weight_hh, grad_bias = ops.elman_layer_backward(
         grad_output, grad_h_n, input, hx, weight_ih, weight_hh, output, ctx.batch_sizes, ctx.relu
     )
     return grad_input, grad_hx, grad_weight_ih, grad_weight_hh, grad_bias if ctx.has_bias else None, None, None
+
+
+def _elman_differentiable_backward(ctx, grad_output, grad_h_n, *inputs):
+    wanted = [i for i, needed in enumerate(ctx.needs_input_grad[:5]) if needed]
+    with torch.enable_grad():
+        outputs = elman_layer_differentiable(*inputs, ctx.batch_sizes, ctx.relu)
+    grads = torch.autograd.grad(outputs, [inputs[i] for i in wanted], (grad_output, grad_h_n), create_graph=True,
+                                allow_unused=True)  # fmt: skip
+    result = [None] * 7
+    for i, grad in zip(wanted, grads):
+        result[i] = torch.zeros_like(inputs[i]) if grad is None else grad
+    return tuple(result)
 
 
 torch.library.register_autograd(
@@ -53,11 +70,11 @@ def _elman_backward_setup_context(ctx, inputs, output):
 
 
 def _elman_double_backward(ctx, *grads):
-    # Gradients of gradients (create_graph=True) would need the backward's own derivative; until it exists, say so
-    # rather than return a silently incomplete second derivative.
+    # Reached only when the backward op is called directly on tensors that require grad: differentiating through
+    # the forward op with create_graph=True never calls it (see _elman_backward).
     raise NotImplementedError(
-        "rnnfast: double backward (gradients of gradients, create_graph=True) through the Elman kernels is not "
-        "supported yet; use torch.nn.RNN for gradient penalties or meta-learning"
+        "rnnfast::elman_layer_backward is not differentiable; for gradients of gradients, differentiate "
+        "rnnfast::elman_layer_forward (or rnnfast.RNN) with create_graph=True"
     )
 
 
