@@ -1,6 +1,7 @@
 #include "elman_layer.h"
 
 #include <ATen/ATen.h>
+#include <ATen/autocast_mode.h>
 
 namespace rnnfast {
 namespace {
@@ -48,6 +49,9 @@ std::tuple<at::Tensor, at::Tensor> elman_layer_forward_with(ForwardRecurrence re
                                                             const c10::optional<at::Tensor>& bias,
                                                             const c10::optional<at::Tensor>& batch_sizes,
                                                             bool relu) {
+  // The products below are in the op's own dtype even when called inside an autocast region (csrc/autocast.cpp
+  // has already cast the arguments, or the caller chose the dtype); autocast would otherwise narrow them.
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   const ElmanSizes s = check_elman_forward_args(input, hx, weight_ih, weight_hh, bias, batch_sizes);
   at::Tensor bs_holder;
   const int64_t* bs = host_batch_sizes(batch_sizes, bs_holder);
@@ -71,6 +75,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> elman_lay
     BackwardRecurrence recurrence, const at::Tensor& grad_output, const at::Tensor& grad_h_n,
     const at::Tensor& input, const at::Tensor& hx, const at::Tensor& weight_ih, const at::Tensor& weight_hh,
     const at::Tensor& output, const c10::optional<at::Tensor>& batch_sizes, bool relu) {
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   const ElmanSizes s =
       check_elman_backward_args(grad_output, grad_h_n, input, hx, weight_ih, weight_hh, output, batch_sizes);
   at::Tensor bs_holder;
