@@ -56,10 +56,11 @@ struct ActivationFn<Activation::Tanh> {
       return tanh(z);
     }
   }
-  // The backward is written in terms of the saved output h = tanh(z), so the pre-activation need not be kept.
+  // dL/dz from dL/dh and the saved output h = tanh(z), so the pre-activation need not be kept. A product, as in
+  // torch's tanh_backward, so NaN and inf propagate the same way.
   template <typename acc_t>
-  static RNNFAST_HOST_DEVICE acc_t derivative_from_output(acc_t h) {
-    return acc_t(1) - h * h;
+  static RNNFAST_HOST_DEVICE acc_t backward_from_output(acc_t grad, acc_t h) {
+    return grad * (acc_t(1) - h * h);
   }
 };
 
@@ -70,9 +71,11 @@ struct ActivationFn<Activation::Relu> {
     // z > 0 ? z : 0 keeps NaN as NaN on both sides of the comparison, as torch.relu does.
     return z > acc_t(0) ? z : (z != z ? z : acc_t(0));
   }
+  // A selection, not a product with 0 or 1, written as torch's threshold_backward(grad, h, 0) is: a NaN or inf
+  // gradient at a unit that is off gives 0, and a NaN output passes its gradient through.
   template <typename acc_t>
-  static RNNFAST_HOST_DEVICE acc_t derivative_from_output(acc_t h) {
-    return h > acc_t(0) ? acc_t(1) : acc_t(0);
+  static RNNFAST_HOST_DEVICE acc_t backward_from_output(acc_t grad, acc_t h) {
+    return h <= acc_t(0) ? acc_t(0) : grad;
   }
 };
 

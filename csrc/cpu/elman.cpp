@@ -65,7 +65,7 @@ void backward_direction(scalar_t* grad_z, scalar_t* grad_h, const scalar_t* out,
     for (int64_t b = 0; b < rows; ++b) {
       for (int64_t j = 0; j < H; ++j) {
         const scalar_t g = gz[b * ld + j] + grad_h[b * H + j];
-        gz[b * ld + j] = g * ActivationFn<A>::derivative_from_output(h[b * ld + j]);
+        gz[b * ld + j] = ActivationFn<A>::backward_from_output(g, h[b * ld + j]);
       }
     }
     for (int64_t b = rows; b < B; ++b) std::fill_n(gz + b * ld, H, scalar_t(0));

@@ -67,7 +67,7 @@ __global__ void backward_step_kernel(scalar_t* __restrict__ grad_z, const scalar
     return;
   }
   const acc_t total = static_cast<acc_t>(*g) + grad_h[i];
-  *g = static_cast<scalar_t>(total * ActivationFn<A>::derivative_from_output(static_cast<acc_t>(h[b * ld + j])));
+  *g = static_cast<scalar_t>(ActivationFn<A>::backward_from_output(total, static_cast<acc_t>(h[b * ld + j])));
 }
 
 void general_forward_recurrence(at::Tensor& output, const at::Tensor& hx, const at::Tensor& weight_hh,

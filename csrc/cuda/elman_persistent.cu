@@ -187,7 +187,7 @@ __global__ void __launch_bounds__(kThreads) elman_backward_one_block_kernel(Pers
       const int o = own_output(m);
       if (o < outputs) {
         const scalar_t dz =
-            static_cast<scalar_t>((g_next[m] + dh[m]) * ActivationFn<A>::derivative_from_output(h_next[m]));
+            static_cast<scalar_t>(ActivationFn<A>::backward_from_output(g_next[m] + dh[m], h_next[m]));
         p.seq[own_offset(sl, o, t, B, ld, H)] = dz;
         dz_s[(o / sl.units) * H + o % sl.units] = static_cast<float>(dz);
       }
@@ -318,7 +318,7 @@ __global__ void __launch_bounds__(kThreads) elman_backward_split_kernel(Persiste
       if (i < sl.rows * sl.units) {
         const int b = i / sl.units, k = sl.j0 + i % sl.units;
         const scalar_t dz =
-            static_cast<scalar_t>((g_reg[m] + dh_s[i]) * ActivationFn<A>::derivative_from_output(h_reg[m]));
+            static_cast<scalar_t>(ActivationFn<A>::backward_from_output(g_reg[m] + dh_s[i], h_reg[m]));
         p.seq[(static_cast<int64_t>(t) * B + sl.b0 + b) * ld + sl.d * H + k] = dz;
       }
     }
