@@ -1,6 +1,6 @@
-"""Low precision on the CPU: under torch.autocast (bfloat16, float16) and as 16-bit modules, rnnfast returns
-torch.nn's dtypes, and its error against a float64 reference is bounded by a small multiple of torch.nn's own
-error in the same precision (the flash-attention test convention)."""
+"""Low precision: under torch.autocast (bfloat16, float16; on the CPU, and on CUDA where a GPU is visible) and as
+16-bit modules, rnnfast returns torch.nn's dtypes, and its error against a float64 reference is bounded by a small
+multiple of torch.nn's own error in the same precision (the flash-attention test convention)."""
 
 import pytest
 import torch
@@ -14,12 +14,12 @@ LOW_PRECISION = [torch.bfloat16, torch.float16]
 ERROR_FACTOR = 2.0
 
 
-def twins(module_class, **kwargs):
+def twins(module_class, device="cpu", **kwargs):
     torch.manual_seed(0)
-    reference = getattr(torch.nn, module_class)(**kwargs)
-    fast = getattr(rnnfast, module_class)(**kwargs)
+    reference = getattr(torch.nn, module_class)(**kwargs).to(device)
+    fast = getattr(rnnfast, module_class)(**kwargs).to(device)
     fast.load_state_dict(reference.state_dict())
-    exact = getattr(torch.nn, module_class)(**kwargs).double()
+    exact = getattr(torch.nn, module_class)(**kwargs).to(device, torch.float64)
     exact.load_state_dict(reference.state_dict())
     return reference, fast, exact
 
@@ -34,13 +34,14 @@ def assert_error_bounded_by_torch_nn(got, expected, exact, name):
     )
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
 @pytest.mark.parametrize("dtype", LOW_PRECISION, ids=["bf16", "f16"])
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
-def test_rnn_under_cpu_autocast_matches_torch_nn_to_its_own_precision(dtype, nonlinearity):
-    reference, fast, exact = twins("RNN", input_size=8, hidden_size=16, num_layers=2, bidirectional=True,
+def test_rnn_under_autocast_matches_torch_nn_to_its_own_precision(dtype, nonlinearity, device):
+    reference, fast, exact = twins("RNN", device, input_size=8, hidden_size=16, num_layers=2, bidirectional=True,
                                    nonlinearity=nonlinearity)  # fmt: skip
-    x, hx = torch.randn(40, 4, 8), torch.randn(4, 4, 16)
-    with torch.autocast("cpu", dtype=dtype):
+    x, hx = torch.randn(40, 4, 8, device=device), torch.randn(4, 4, 16, device=device)
+    with torch.autocast(device, dtype=dtype):
         expected = outputs_and_grads(reference, x, hx)
         got = outputs_and_grads(fast, x, hx)
     exact_results = outputs_and_grads(exact, x.double(), hx.double())
