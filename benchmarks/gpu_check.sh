@@ -17,8 +17,8 @@ if ! $python setup.py build_ext --inplace > "$out/build.log" 2>&1; then
   tail -40 "$out/build.log"; echo "gpu_check: build failed"; exit 1
 fi
 echo "gpu_check: built in $(( $(date +%s) - start )) s"
-# The CUDA tests (with CUDA autocast), then the op tests (CPU and CUDA) in a process of their own, so that one crash cannot hide
-# the other's results.
+# The CUDA tests (CUDA autocast included), then the op tests (CPU and CUDA) in a process of their own, so that
+# one crash cannot hide the other's results.
 timeout 240 $python -m pytest tests/test_cuda.py tests/test_mixed_precision.py -m cuda -q -rfE --maxfail=20 -p no:cacheprovider 2>&1 | tee "$out/tests.log" | tail -8
 cuda_status=${PIPESTATUS[0]}
 timeout 120 $python -m pytest tests/test_ops.py -q -rfE --maxfail=20 -p no:cacheprovider 2>&1 | tee -a "$out/tests.log" | tail -8
