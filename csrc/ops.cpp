@@ -27,4 +27,7 @@ TORCH_LIBRARY(rnnfast, m) {
   // Whether the CUDA kernels would take their persistent path for this input (T, B, I) and weight_hh (D, H, H)
   // under the current RNNFAST_CUDA_PATH; for tests and benchmarks.
   m.def("elman_cuda_uses_persistent(Tensor input, Tensor weight_hh, bool packed) -> bool");
+  // The benchmark floor of a loop over time: `steps` bare products h0 (B, H) @ weight_hh (H, H)^T, one per step,
+  // with the BLAS routine the CPU loop uses and nothing else. Returns the products (steps, B, H).
+  m.def("recurrence_floor(Tensor h0, Tensor weight_hh, int steps) -> Tensor");
 }

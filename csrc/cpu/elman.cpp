@@ -6,20 +6,24 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "../cell_math.h"
 #include "../elman_layer.h"
 #include "blas.h"
+#include "small_step.h"
 
 namespace rnnfast {
 namespace cpu {
 namespace {
 
 template <typename scalar_t, Activation A>
-void forward_direction(scalar_t* out, const scalar_t* h0, const scalar_t* w_hh, scalar_t* h_n, const ElmanSizes& s,
-                       int64_t d, const int64_t* batch_sizes) {
-  // out: (T, B, D*H), this direction's columns start at d*H; h0, h_n: (B, H); w_hh: (H, H).
+void forward_direction(scalar_t* out, const scalar_t* h0, const scalar_t* w_hh, const scalar_t* w_hh_t,
+                       scalar_t* h_n, const ElmanSizes& s, int64_t d, const int64_t* batch_sizes) {
+  // out: (T, B, D*H), this direction's columns start at d*H; h0, h_n: (B, H); w_hh: (H, H); w_hh_t: its
+  // transpose (H, H) when H is small enough for the fused step kernel, else nullptr.
   const int64_t H = s.H, B = s.B, ld = s.D * s.H;
   auto z_at = [&](int64_t t) { return out + t * B * ld + d * H; };
   int64_t prev_t = -1, prev_rows = 0;
@@ -30,12 +34,18 @@ void forward_direction(scalar_t* out, const scalar_t* h0, const scalar_t* w_hh, 
     // Rows that ran the previous step continue from its output; rows starting now (the first step, or a
     // shorter sequence joining a reverse pass) start from h0.
     const int64_t continuing = std::min(rows, prev_rows);
-    if (continuing > 0) gemm_row_major<scalar_t>(true, continuing, H, H, z_at(prev_t), ld, w_hh, H, 1, z, ld);
-    gemm_row_major<scalar_t>(true, rows - continuing, H, H, h0 + continuing * H, H, w_hh, H, 1,
-                             z + continuing * ld, ld);
-    for (int64_t b = 0; b < rows; ++b) {
-      scalar_t* zb = z + b * ld;
-      for (int64_t j = 0; j < H; ++j) zb[j] = ActivationFn<A>::forward(zb[j]);
+    if (w_hh_t != nullptr) {
+      if (continuing > 0) forward_step_small<scalar_t, A>(z, ld, z_at(prev_t), ld, w_hh_t, H, continuing);
+      forward_step_small<scalar_t, A>(z + continuing * ld, ld, h0 + continuing * H, H, w_hh_t, H,
+                                      rows - continuing);
+    } else {
+      if (continuing > 0) gemm_row_major<scalar_t>(true, continuing, H, H, z_at(prev_t), ld, w_hh, H, 1, z, ld);
+      gemm_row_major<scalar_t>(true, rows - continuing, H, H, h0 + continuing * H, H, w_hh, H, 1,
+                               z + continuing * ld, ld);
+      for (int64_t b = 0; b < rows; ++b) {
+        scalar_t* zb = z + b * ld;
+        for (int64_t j = 0; j < H; ++j) zb[j] = ActivationFn<A>::forward(zb[j]);
+      }
     }
     for (int64_t b = rows; b < B; ++b) std::fill_n(z + b * ld, H, scalar_t(0));
     prev_t = t;
@@ -54,7 +64,7 @@ void forward_direction(scalar_t* out, const scalar_t* h0, const scalar_t* w_hh, 
 
 template <typename scalar_t, Activation A>
 void backward_direction(scalar_t* grad_z, scalar_t* grad_h, const scalar_t* out, const scalar_t* w_hh,
-                        const ElmanSizes& s, int64_t d, const int64_t* batch_sizes) {
+                        const ElmanSizes& s, int64_t d, const int64_t* batch_sizes, bool fused) {
   // grad_z, out: (T, B, D*H), this direction's columns start at d*H; grad_h: (B, H); w_hh: (H, H).
   const int64_t H = s.H, B = s.B, ld = s.D * s.H;
   for (int64_t i = s.T - 1; i >= 0; --i) {
@@ -62,16 +72,31 @@ void backward_direction(scalar_t* grad_z, scalar_t* grad_h, const scalar_t* out,
     const int64_t rows = rows_at(batch_sizes, t, B);
     scalar_t* gz = grad_z + t * B * ld + d * H;
     const scalar_t* h = out + t * B * ld + d * H;
+    for (int64_t b = rows; b < B; ++b) std::fill_n(gz + b * ld, H, scalar_t(0));
+    // dL/dh_{t-1} = dL/dz_t W_hh for the running rows; the others keep the gradient they already hold.
+    if (fused) {
+      backward_step_small<scalar_t, A>(gz, h, ld, grad_h, w_hh, H, rows);
+      continue;
+    }
     for (int64_t b = 0; b < rows; ++b) {
       for (int64_t j = 0; j < H; ++j) {
         const scalar_t g = gz[b * ld + j] + grad_h[b * H + j];
         gz[b * ld + j] = ActivationFn<A>::backward_from_output(g, h[b * ld + j]);
       }
     }
-    for (int64_t b = rows; b < B; ++b) std::fill_n(gz + b * ld, H, scalar_t(0));
-    // dL/dh_{t-1} = dL/dz_t W_hh for the running rows; the others keep the gradient they already hold.
     gemm_row_major<scalar_t>(false, rows, H, H, gz, ld, w_hh, H, 0, grad_h, H);
   }
+}
+
+// Whether the loop takes the fused small-H step (small_step.h) or a BLAS product plus an activation pass per step.
+// RNNFAST_CPU_STEP=auto (the default) takes the fused step up to kSmallStepMaxHidden, where it measured faster;
+// fused or blas force one, for tests and benchmarks.
+bool use_fused_step(int64_t H) {
+  const char* env = std::getenv("RNNFAST_CPU_STEP");
+  const std::string choice = env ? env : "auto";
+  TORCH_CHECK(choice == "auto" || choice == "fused" || choice == "blas",
+              "rnnfast: RNNFAST_CPU_STEP must be auto, fused or blas, got '", choice, "'");
+  return choice == "fused" || (choice == "auto" && H <= kSmallStepMaxHidden);
 }
 
 // Directions are independent; on two or more threads each runs on its own (its BLAS calls single-threaded).
@@ -90,9 +115,12 @@ void forward_recurrence_cpu(at::Tensor& output, const at::Tensor& hx, const at::
       const scalar_t* h0 = hx.const_data_ptr<scalar_t>();
       const scalar_t* w = weight_hh.const_data_ptr<scalar_t>();
       scalar_t* hn = h_n.data_ptr<scalar_t>();
+      // The fused small-H step reads W_hh k-major: (D, H, H), transposed once per call.
+      const at::Tensor w_t = use_fused_step(s.H) ? weight_hh.transpose(1, 2).contiguous() : at::Tensor();
+      const scalar_t* wt = w_t.defined() ? w_t.const_data_ptr<scalar_t>() : nullptr;
       for_each_direction(s.D, [&](int64_t d) {
-        forward_direction<scalar_t, act>(out, h0 + d * s.B * s.H, w + d * s.H * s.H, hn + d * s.B * s.H, s, d,
-                                         batch_sizes);
+        forward_direction<scalar_t, act>(out, h0 + d * s.B * s.H, w + d * s.H * s.H,
+                                         wt ? wt + d * s.H * s.H : nullptr, hn + d * s.B * s.H, s, d, batch_sizes);
       });
     });
   });
@@ -107,8 +135,9 @@ void backward_recurrence_cpu(at::Tensor& grad_z, at::Tensor& grad_h, const at::T
       scalar_t* gh = grad_h.data_ptr<scalar_t>();
       const scalar_t* out = output.const_data_ptr<scalar_t>();
       const scalar_t* w = weight_hh.const_data_ptr<scalar_t>();
+      const bool fused = use_fused_step(s.H);
       for_each_direction(s.D, [&](int64_t d) {
-        backward_direction<scalar_t, act>(gz, gh + d * s.B * s.H, out, w + d * s.H * s.H, s, d, batch_sizes);
+        backward_direction<scalar_t, act>(gz, gh + d * s.B * s.H, out, w + d * s.H * s.H, s, d, batch_sizes, fused);
       });
     });
   });

@@ -1,0 +1,168 @@
+// The small-hidden-size step kernels of small_step.h, compiled per instruction set and dispatched at run time.
+#include "small_step.h"
+
+#include <algorithm>
+
+namespace rnnfast {
+namespace cpu {
+namespace {
+
+// The register tile of the product: kRows batch rows x kColumns output columns, accumulated over all H inputs
+// with each weight vector loaded once per tile and used for every row in it. 4 x 64 floats is 16 AVX-512
+// registers of the 32 (with AVX2 or SSE the compiler spills some; those machines get a smaller benefit).
+constexpr int64_t kRows = 4;
+template <typename scalar_t>
+constexpr int64_t kColumns = 256 / sizeof(scalar_t);
+
+// acc[r][0:width] += in[r][0:K] @ m[0:K, 0:width] for r < rows (rows <= kRows), m row-major with stride ld_m.
+// With rows and width at their full sizes the loops have fixed trip counts and unroll into registers.
+template <typename scalar_t, int64_t rows, int64_t width>
+__attribute__((always_inline)) inline void accumulate_tile(scalar_t (&acc)[kRows][kColumns<scalar_t>],
+                                                           const scalar_t* in, int64_t ld_in, const scalar_t* m,
+                                                           int64_t ld_m, int64_t K) {
+  for (int64_t k = 0; k < K; ++k) {
+    const scalar_t* row = m + k * ld_m;
+    for (int64_t r = 0; r < rows; ++r) {
+      const scalar_t s = in[r * ld_in + k];
+      for (int64_t i = 0; i < width; ++i) acc[r][i] += s * row[i];
+    }
+  }
+}
+
+// The same with a run-time number of rows and columns, for the edges of the batch and of H.
+template <typename scalar_t>
+__attribute__((always_inline)) inline void accumulate_edge(scalar_t (&acc)[kRows][kColumns<scalar_t>], int64_t rows,
+                                                           int64_t width, const scalar_t* in, int64_t ld_in,
+                                                           const scalar_t* m, int64_t ld_m, int64_t K) {
+  for (int64_t k = 0; k < K; ++k) {
+    const scalar_t* row = m + k * ld_m;
+    for (int64_t r = 0; r < rows; ++r) {
+      const scalar_t s = in[r * ld_in + k];
+      for (int64_t i = 0; i < width; ++i) acc[r][i] += s * row[i];
+    }
+  }
+}
+
+// acc = in (rows x K) @ m (K x H)[:, j0 : j0 + width] for one tile, choosing the unrolled form when it is full.
+template <typename scalar_t>
+__attribute__((always_inline)) inline void product_tile(scalar_t (&acc)[kRows][kColumns<scalar_t>], int64_t rows,
+                                                        int64_t width, const scalar_t* in, int64_t ld_in,
+                                                        const scalar_t* m, int64_t H) {
+  if (rows == kRows && width == kColumns<scalar_t>) {
+    accumulate_tile<scalar_t, kRows, kColumns<scalar_t>>(acc, in, ld_in, m, H, H);
+  } else if (rows == 1 && width == kColumns<scalar_t>) {
+    accumulate_tile<scalar_t, 1, kColumns<scalar_t>>(acc, in, ld_in, m, H, H);
+  } else {
+    accumulate_edge(acc, rows, width, in, ld_in, m, H, H);
+  }
+}
+
+template <typename scalar_t, Activation A>
+__attribute__((always_inline)) inline void forward_body(scalar_t* z, int64_t ld_z, const scalar_t* h_prev,
+                                                        int64_t ld_h, const scalar_t* w_t, int64_t H, int64_t rows) {
+  constexpr int64_t columns = kColumns<scalar_t>;
+  for (int64_t b0 = 0; b0 < rows; b0 += kRows) {
+    const int64_t tile_rows = std::min(kRows, rows - b0);
+    for (int64_t j0 = 0; j0 < H; j0 += columns) {
+      const int64_t width = std::min(columns, H - j0);
+      scalar_t acc[kRows][columns];  // (kRows, columns): pre-activations of this tile
+      for (int64_t r = 0; r < tile_rows; ++r) std::copy_n(z + (b0 + r) * ld_z + j0, width, acc[r]);
+      product_tile(acc, tile_rows, width, h_prev + b0 * ld_h, ld_h, w_t + j0, H);
+      for (int64_t r = 0; r < tile_rows; ++r) {
+        scalar_t* zr = z + (b0 + r) * ld_z + j0;
+        for (int64_t i = 0; i < width; ++i) zr[i] = ActivationFn<A>::forward(acc[r][i]);
+      }
+    }
+  }
+}
+
+template <typename scalar_t, Activation A>
+__attribute__((always_inline)) inline void backward_body(scalar_t* grad_z, const scalar_t* h, int64_t ld,
+                                                         scalar_t* grad_h, const scalar_t* w, int64_t H,
+                                                         int64_t rows) {
+  constexpr int64_t columns = kColumns<scalar_t>;
+  for (int64_t b = 0; b < rows; ++b) {
+    scalar_t* gz = grad_z + b * ld;
+    const scalar_t* hb = h + b * ld;
+    const scalar_t* gh = grad_h + b * H;
+    for (int64_t j = 0; j < H; ++j) gz[j] = ActivationFn<A>::backward_from_output(gz[j] + gh[j], hb[j]);
+  }
+  for (int64_t b0 = 0; b0 < rows; b0 += kRows) {
+    const int64_t tile_rows = std::min(kRows, rows - b0);
+    for (int64_t k0 = 0; k0 < H; k0 += columns) {
+      const int64_t width = std::min(columns, H - k0);
+      scalar_t acc[kRows][columns] = {};  // (kRows, columns): dL/dh_{t-1} of this tile
+      product_tile(acc, tile_rows, width, grad_z + b0 * ld, ld, w + k0, H);
+      for (int64_t r = 0; r < tile_rows; ++r) std::copy_n(acc[r], width, grad_h + (b0 + r) * H + k0);
+    }
+  }
+}
+
+// One copy of each kernel per instruction set. GCC prefers 256-bit vectors on AVX-512 unless told otherwise.
+#define RNNFAST_SMALL_STEP_KERNELS(SUFFIX, TARGET_ATTRIBUTE)                                                       \
+  template <typename scalar_t, Activation A>                                                                      \
+  TARGET_ATTRIBUTE void forward_##SUFFIX(scalar_t* z, int64_t ld_z, const scalar_t* h_prev,       \
+                                                        int64_t ld_h, const scalar_t* w_t, int64_t H,            \
+                                                        int64_t rows) {                                          \
+    forward_body<scalar_t, A>(z, ld_z, h_prev, ld_h, w_t, H, rows);                                               \
+  }                                                                                                               \
+  template <typename scalar_t, Activation A>                                                                      \
+  TARGET_ATTRIBUTE void backward_##SUFFIX(scalar_t* grad_z, const scalar_t* h, int64_t ld,        \
+                                                         scalar_t* grad_h, const scalar_t* w, int64_t H,         \
+                                                         int64_t rows) {                                         \
+    backward_body<scalar_t, A>(grad_z, h, ld, grad_h, w, H, rows);                                                \
+  }
+
+RNNFAST_SMALL_STEP_KERNELS(avx512, __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma,prefer-vector-width=512"))))
+RNNFAST_SMALL_STEP_KERNELS(avx2, __attribute__((target("avx2,fma"))))
+RNNFAST_SMALL_STEP_KERNELS(baseline, )
+#undef RNNFAST_SMALL_STEP_KERNELS
+
+enum class Isa { Avx512, Avx2, Baseline };
+
+Isa detected_isa() {
+  static const Isa isa = [] {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512dq")) {
+      return Isa::Avx512;
+    }
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::Avx2;
+    return Isa::Baseline;
+  }();
+  return isa;
+}
+
+}  // namespace
+
+template <typename scalar_t, Activation A>
+void forward_step_small(scalar_t* z, int64_t ld_z, const scalar_t* h_prev, int64_t ld_h, const scalar_t* w_hh_t,
+                        int64_t H, int64_t rows) {
+  switch (detected_isa()) {
+    case Isa::Avx512: return forward_avx512<scalar_t, A>(z, ld_z, h_prev, ld_h, w_hh_t, H, rows);
+    case Isa::Avx2: return forward_avx2<scalar_t, A>(z, ld_z, h_prev, ld_h, w_hh_t, H, rows);
+    case Isa::Baseline: return forward_baseline<scalar_t, A>(z, ld_z, h_prev, ld_h, w_hh_t, H, rows);
+  }
+}
+
+template <typename scalar_t, Activation A>
+void backward_step_small(scalar_t* grad_z, const scalar_t* h, int64_t ld, scalar_t* grad_h, const scalar_t* w_hh,
+                         int64_t H, int64_t rows) {
+  switch (detected_isa()) {
+    case Isa::Avx512: return backward_avx512<scalar_t, A>(grad_z, h, ld, grad_h, w_hh, H, rows);
+    case Isa::Avx2: return backward_avx2<scalar_t, A>(grad_z, h, ld, grad_h, w_hh, H, rows);
+    case Isa::Baseline: return backward_baseline<scalar_t, A>(grad_z, h, ld, grad_h, w_hh, H, rows);
+  }
+}
+
+#define RNNFAST_INSTANTIATE(T, ACT)                                                                          \
+  template void forward_step_small<T, ACT>(T*, int64_t, const T*, int64_t, const T*, int64_t, int64_t);    \
+  template void backward_step_small<T, ACT>(T*, const T*, int64_t, T*, const T*, int64_t, int64_t);
+RNNFAST_INSTANTIATE(float, Activation::Tanh)
+RNNFAST_INSTANTIATE(float, Activation::Relu)
+RNNFAST_INSTANTIATE(double, Activation::Tanh)
+RNNFAST_INSTANTIATE(double, Activation::Relu)
+#undef RNNFAST_INSTANTIATE
+
+}  // namespace cpu
+}  // namespace rnnfast

@@ -1,0 +1,35 @@
+// One step of the CPU loop over time for small hidden sizes, without BLAS: the per-step product and the
+// activation in one pass over each batch row, with the product's columns accumulated in registers.
+//
+// Why: at hidden sizes up to a few hundred a BLAS call per step costs more in call overhead, packing and
+// dispatch than its arithmetic (at batch 1, hidden 1 the call is nearly all of the step), and the activation
+// would be a second pass. The kernels are compiled once per instruction set (AVX-512, AVX2+FMA, baseline x86-64)
+// in small_step.cpp and picked at run time, so one build uses the widest vectors the CPU has.
+#pragma once
+
+#include <cstdint>
+
+#include "../cell_math.h"
+
+namespace rnnfast {
+namespace cpu {
+
+// Hidden sizes up to this use these kernels; larger ones the BLAS product (measured: BENCHMARKS.md).
+constexpr int64_t kSmallStepMaxHidden = 256;
+
+// z[b] = act(z[b] + h_prev[b] @ w_hh_t) for rows b < rows. z: rows of H at stride ld_z, holding x_t W_ih^T + b
+// on entry; h_prev: rows of H at stride ld_h; w_hh_t: W_hh transposed, (H, H) row-major (k-major), so each
+// input unit's weights to all outputs are contiguous.
+template <typename scalar_t, Activation A>
+void forward_step_small(scalar_t* z, int64_t ld_z, const scalar_t* h_prev, int64_t ld_h, const scalar_t* w_hh_t,
+                        int64_t H, int64_t rows);
+
+// For rows b < rows: grad_z[b] = act'(grad_z[b] + grad_h[b]) given the saved h[b], then grad_h[b] = grad_z[b] @
+// w_hh (dL/dh_{t-1}). grad_z and h: rows of H at stride ld; grad_h: rows of H, contiguous; w_hh: (H, H)
+// row-major as stored, so each output unit's weights from all inputs are contiguous.
+template <typename scalar_t, Activation A>
+void backward_step_small(scalar_t* grad_z, const scalar_t* h, int64_t ld, scalar_t* grad_h, const scalar_t* w_hh,
+                         int64_t H, int64_t rows);
+
+}  // namespace cpu
+}  // namespace rnnfast

@@ -1,0 +1,43 @@
+"""Both CPU step kernels, the fused small-H step (csrc/cpu/small_step.cpp) and the BLAS product plus activation
+pass, give torch.nn.RNN's numbers on either side of the automatic threshold, at hidden sizes that hit every
+edge of the fused kernel's register tile (full tiles, partial columns, partial rows)."""
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_sequence
+
+import rnnfast
+from rnn_pairs import assert_twins_agree, twin_rnns
+
+# The tile is 4 rows x 64 float32 (32 float64) columns: hidden sizes below, at and past it, and past the
+# automatic threshold of 256.
+HIDDEN = [1, 7, 32, 64, 65, 130, 300]
+
+
+@pytest.fixture(params=["fused", "blas"])
+def step_kernel(request, monkeypatch):
+    monkeypatch.setenv("RNNFAST_CPU_STEP", request.param)
+    return request.param
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("H", HIDDEN)
+@pytest.mark.parametrize("B", [1, 6])
+def test_step_kernel_matches_torch_nn(step_kernel, H, B, dtype):
+    reference, fast = twin_rnns(dtype, input_size=3, hidden_size=H, num_layers=2, bidirectional=True,
+                                nonlinearity="tanh" if H % 2 else "relu")  # fmt: skip
+    assert_twins_agree(reference, fast, torch.randn(5, B, 3, dtype=dtype), torch.randn(4, B, H, dtype=dtype))
+
+
+@pytest.mark.parametrize("H", [5, 70])
+def test_step_kernel_matches_torch_nn_on_packed_input(step_kernel, H):
+    reference, fast = twin_rnns(input_size=3, hidden_size=H, bidirectional=True)
+    lengths = [6, 2, 5, 1, 6]
+    packed = pack_sequence([torch.randn(n, 3, dtype=torch.float64) for n in lengths], enforce_sorted=False)
+    assert_twins_agree(reference, fast, packed, torch.randn(2, len(lengths), H, dtype=torch.float64))
+
+
+def test_unknown_step_kernel_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("RNNFAST_CPU_STEP", "fastest")
+    with pytest.raises(RuntimeError, match="RNNFAST_CPU_STEP must be auto, fused or blas, got 'fastest'"):
+        rnnfast.RNN(3, 4)(torch.randn(5, 2, 3))
