@@ -27,6 +27,11 @@ def _elman_layer_backward_fake(grad_output, grad_h_n, input, hx, weight_ih, weig
     )
 
 
+@torch.library.register_fake("rnnfast::recurrence_floor")
+def _recurrence_floor_fake(h0, weight_hh, steps):
+    return h0.new_empty(steps, h0.shape[0], h0.shape[1])
+
+
 def _elman_setup_context(ctx, inputs, output):
     input, hx, weight_ih, weight_hh, bias, batch_sizes, relu = inputs
     # The outputs are the hidden states, all that the activation's derivative needs (tanh' = 1 - h^2).

@@ -137,6 +137,7 @@ def test_quick_run_writes_every_measurement_table_and_plot(tmp_path):
     assert len(result["split"]) == len(result["shapes"]["split"]) > 0
     for split in result["split"]:
         assert split["parallel_s"] > 0 and split["sequential_s"] > 0
+        assert split["floor_s"] > 0  # the floor is timed in the same run on the CPU
     assert [p["shape"] for p in result["penalty"]] == result["shapes"]["penalty"]
 
     for name in ("standard_speedup", "cost_vs_seq_len", "cost_vs_batch", "split", "sequential_penalty"):
@@ -145,3 +146,4 @@ def test_quick_run_writes_every_measurement_table_and_plot(tmp_path):
         assert image.std() > 0  # something was drawn
     report = (out / "report.md").read_text()
     assert "![" in report and "| rnnfast.RNN" in report
+    assert "Distance from the floor" in report

@@ -101,3 +101,12 @@ def test_backward_op_called_directly_on_tensors_that_need_grad_refuses_to_be_dif
     grads = ops.elman_layer_backward(grad_output, h_n, x, hx, w_ih, w_hh, output, None, False)
     with pytest.raises(NotImplementedError, match="elman_layer_backward is not differentiable"):
         grads[2].sum().backward()
+
+
+def test_recurrence_floor_computes_one_bare_product_per_step():
+    h0, w = torch.randn(3, 5, dtype=torch.float64), torch.randn(5, 5, dtype=torch.float64)
+    out = ops.recurrence_floor(h0, w, 4)
+    torch.testing.assert_close(out, (h0 @ w.t()).expand(4, 3, 5), rtol=1e-12, atol=1e-12)
+    torch.library.opcheck(ops.recurrence_floor.default, (h0, w, 4))
+    with pytest.raises(RuntimeError, match="expected h0 \\(B, H\\) and weight_hh \\(H, H\\)"):
+        ops.recurrence_floor(h0, w[:, :4], 4)

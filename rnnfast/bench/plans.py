@@ -82,7 +82,7 @@ PLANS = {
         sweep_base=SWEEP_BASE,
         seq_lens=(16, 32, 64, 128, 256, 512, 1024),
         batches=(1, 4, 16, 64, 256),
-        split_shapes=STANDARD_SHAPES[1:],
+        split_shapes=STANDARD_SHAPES,
         timing=TimingConfig(warmup=1, repeats=9, min_repeats=3, min_sample_s=0.01, budget_s=2.0),
         compile_max_steps=64,
     ),

@@ -51,6 +51,9 @@ def measure_split(shape: Shape, timing: TimingConfig, device, dtype, synchronize
         "grad W_hh": lambda: torch.bmm(dz.view(T * B, 1, H).permute(1, 2, 0), prev.view(T * B, 1, H).transpose(0, 1)),
         "grad bias": lambda: dz.sum(0),
     }
+    if device.type == "cpu":
+        # The floor of the loop over time: T bare (B x H) @ (H x H) products, nothing else (floor.py).
+        parts["floor"] = lambda: ops.recurrence_floor(hx[0], w_hh, T)
     timings = time_interleaved(parts, timing, synchronize=synchronize)
     median = {name: t.median for name, t in timings.items()}
     loops = {
@@ -67,6 +70,7 @@ def measure_split(shape: Shape, timing: TimingConfig, device, dtype, synchronize
         "sequential_s": sum(loops.values()),
         "remainder_s": median["total"] - median["forward op"] - median["backward op"],
         "total_s": median["total"],
+        "floor_s": median.get("floor"),
     }
 
 
