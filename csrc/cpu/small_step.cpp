@@ -2,6 +2,7 @@
 #include "small_step.h"
 
 #include <algorithm>
+#include <type_traits>
 
 namespace rnnfast {
 namespace cpu {
@@ -15,24 +16,11 @@ template <typename scalar_t>
 constexpr int64_t kColumns = 256 / sizeof(scalar_t);
 
 // acc[r][0:width] += in[r][0:K] @ m[0:K, 0:width] for r < rows (rows <= kRows), m row-major with stride ld_m.
-// With rows and width at their full sizes the loops have fixed trip counts and unroll into registers.
-template <typename scalar_t, int64_t rows, int64_t width>
-__attribute__((always_inline)) inline void accumulate_tile(scalar_t (&acc)[kRows][kColumns<scalar_t>],
-                                                           const scalar_t* in, int64_t ld_in, const scalar_t* m,
-                                                           int64_t ld_m, int64_t K) {
-  for (int64_t k = 0; k < K; ++k) {
-    const scalar_t* row = m + k * ld_m;
-    for (int64_t r = 0; r < rows; ++r) {
-      const scalar_t s = in[r * ld_in + k];
-      for (int64_t i = 0; i < width; ++i) acc[r][i] += s * row[i];
-    }
-  }
-}
-
-// The same with a run-time number of rows and columns, for the edges of the batch and of H.
-template <typename scalar_t>
-__attribute__((always_inline)) inline void accumulate_edge(scalar_t (&acc)[kRows][kColumns<scalar_t>], int64_t rows,
-                                                           int64_t width, const scalar_t* in, int64_t ld_in,
+// rows and width are either int64_t or std::integral_constant: passed as constants, the loops have fixed trip
+// counts and unroll into whole vector registers.
+template <typename scalar_t, typename Rows, typename Width>
+__attribute__((always_inline)) inline void accumulate_tile(scalar_t (&acc)[kRows][kColumns<scalar_t>], Rows rows,
+                                                           Width width, const scalar_t* in, int64_t ld_in,
                                                            const scalar_t* m, int64_t ld_m, int64_t K) {
   for (int64_t k = 0; k < K; ++k) {
     const scalar_t* row = m + k * ld_m;
@@ -43,17 +31,21 @@ __attribute__((always_inline)) inline void accumulate_edge(scalar_t (&acc)[kRows
   }
 }
 
-// acc = in (rows x K) @ m (K x H)[:, j0 : j0 + width] for one tile, choosing the unrolled form when it is full.
+template <int64_t n>
+using Constant = std::integral_constant<int64_t, n>;
+
+// acc = in (rows x H) @ m (H x H)[:, j0 : j0 + width] for one tile, unrolled when the tile is full.
 template <typename scalar_t>
 __attribute__((always_inline)) inline void product_tile(scalar_t (&acc)[kRows][kColumns<scalar_t>], int64_t rows,
                                                         int64_t width, const scalar_t* in, int64_t ld_in,
                                                         const scalar_t* m, int64_t H) {
-  if (rows == kRows && width == kColumns<scalar_t>) {
-    accumulate_tile<scalar_t, kRows, kColumns<scalar_t>>(acc, in, ld_in, m, H, H);
-  } else if (rows == 1 && width == kColumns<scalar_t>) {
-    accumulate_tile<scalar_t, 1, kColumns<scalar_t>>(acc, in, ld_in, m, H, H);
+  constexpr int64_t columns = kColumns<scalar_t>;
+  if (rows == kRows && width == columns) {
+    accumulate_tile(acc, Constant<kRows>{}, Constant<columns>{}, in, ld_in, m, H, H);
+  } else if (rows == 1 && width == columns) {
+    accumulate_tile(acc, Constant<1>{}, Constant<columns>{}, in, ld_in, m, H, H);
   } else {
-    accumulate_edge(acc, rows, width, in, ld_in, m, H, H);
+    accumulate_tile(acc, rows, width, in, ld_in, m, H, H);
   }
 }
 
