@@ -1,0 +1,40 @@
+// The device-independent half of the linear-recurrence ops: argument checks, allocation and the whole-sequence
+// products around a backend's scan (the part that runs over time).
+//
+//   diagonal: h_t = a_t * h_{t-1} + b_t       a, b, h (T, B, H), h0 (B, H)
+//   dense:    h_t = A_t h_{t-1} + b_t         A (T, B, H, H), b, h (T, B, H), h0 (B, H)
+//
+// The backward is the adjoint recurrence, a reverse-time scan of the same form with the coefficients transposed
+// and shifted one step: g_t = grad_h_t + A_{t+1}^T g_{t+1}, g_{T-1} = grad_h_{T-1}. Then grad_b = g,
+// grad_A_t = g_t h_{t-1}^T (elementwise g_t * h_{t-1} for the diagonal) and grad_h0 = A_0^T g_0.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <tuple>
+
+namespace rnnfast {
+
+// Runs the scan into out (T, B, H). coef is a (T, B, H) or A (T, B, H, H), b (T, B, H), init (B, H), all
+// contiguous and of one dtype and device. adjoint = false: out_t = coef_t * out_{t-1} + b_t from out_{-1} = init.
+// adjoint = true, the backward's reverse-time form: out_t = coef_{t+1}^T out_{t+1} + b_t for t < T-1 and
+// out_{T-1} = init + b_{T-1}.
+using ScanFn = void (*)(const at::Tensor& coef, const at::Tensor& b, const at::Tensor& init, at::Tensor& out,
+                        bool adjoint);
+
+at::Tensor linear_recurrence_with(ScanFn scan, const at::Tensor& a, const at::Tensor& b, const at::Tensor& h0);
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_recurrence_backward_with(ScanFn scan, const at::Tensor& grad_h,
+                                                                               const at::Tensor& a,
+                                                                               const at::Tensor& h,
+                                                                               const at::Tensor& h0);
+
+at::Tensor dense_linear_recurrence_with(ScanFn scan, const at::Tensor& A, const at::Tensor& b, const at::Tensor& h0);
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> dense_linear_recurrence_backward_with(ScanFn scan,
+                                                                                     const at::Tensor& grad_h,
+                                                                                     const at::Tensor& A,
+                                                                                     const at::Tensor& h,
+                                                                                     const at::Tensor& h0);
+
+}  // namespace rnnfast
