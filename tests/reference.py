@@ -52,3 +52,16 @@ def reference_linear_recurrence(coef, b, h0):
         h = carried + b[t]
         states.append(h)
     return torch.stack(states) if states else b.new_zeros(b.shape)
+
+
+def reference_min_gru(x, h0, weight, bias):
+    """minGRU one step at a time: x (T, B, I), h0 (B, H), weight (2H, I) and bias (2H,) or None, the gate's rows
+    then the candidate's. Returns output (T, B, H)."""
+    H = h0.shape[1]
+    h, states = h0, []
+    for x_t in x:
+        projected = x_t @ weight.t() + (bias if bias is not None else 0)
+        z, candidate = torch.sigmoid(projected[:, :H]), projected[:, H:]
+        h = (1 - z) * h + z * candidate
+        states.append(h)
+    return torch.stack(states)
