@@ -1,0 +1,99 @@
+"""Where does parallel-in-time evaluation beat the sequential kernel? Times one Elman layer's forward,
+sequential (torch.ops.rnnfast.elman_layer_forward) against Newton's method (rnnfast.parallel, dense and
+diagonal), over hidden size, sequence length and batch, with the Newton iterations taken; then, on the CPU,
+the diagonal scan alone with one time chunk against two. Prints markdown tables as it goes; the rule of RNN(mode="auto")
+(rnnfast.parallel.PARALLEL_WINS) is read off them.
+
+    python benchmarks/newton_crossover.py [--threads N] [--device cpu|cuda] [--quick]
+"""
+
+import argparse
+import os
+
+import torch
+
+from rnnfast import parallel
+from rnnfast._ops import ops
+from rnnfast.bench.implementations import DENSE_NEWTON_MAX_JACOBIAN_ELEMENTS
+from rnnfast.bench.plans import Shape
+from rnnfast.bench.problem import make_problem
+from rnnfast.bench.timing import TimingConfig, time_interleaved
+from rnnfast.scan import linear_recurrence
+
+GRIDS = {
+    "default": dict(batches=(1, 16), hidden=(2, 8, 32, 64), seq_lens=(64, 512, 4096), scan_steps=(4096, 65536)),
+    "quick": dict(batches=(1,), hidden=(2, 8), seq_lens=(16, 64), scan_steps=(256,)),
+}
+
+
+def newton_table(grid, device, timing, synchronize):
+    print("| B | H | T | sequential (ms) | Newton dense (ms, iterations) | Newton diagonal (ms, iterations) | "
+          "best Newton / sequential |\n| --- | --- | --- | --- | --- | --- | --- |", flush=True)  # fmt: skip
+    for B in grid["batches"]:
+        for H in grid["hidden"]:
+            for T in grid["seq_lens"]:
+                problem = make_problem(Shape(B, T, H, H), device)
+                ref = problem.reference
+                w_ih, w_hh = ref.weight_ih_l0.detach(), ref.weight_hh_l0.detach()
+                bias = (ref.bias_ih_l0 + ref.bias_hh_l0).detach()
+                x, h0 = problem.input, problem.hx
+                calls = {"sequential": lambda: ops.elman_layer_forward(x, h0, w_ih[None], w_hh[None], bias[None],
+                                                                       None, False)}  # fmt: skip
+                reports = {}
+                for method in parallel.METHODS:
+                    if method == "dense" and T * B * H * H > DENSE_NEWTON_MAX_JACOBIAN_ELEMENTS:
+                        continue
+                    with torch.no_grad():
+                        reports[method] = parallel.elman_parallel(x, h0[0], w_ih, w_hh, bias, method=method)[2]
+                    calls[method] = (lambda m: lambda: parallel.elman_parallel(x, h0[0], w_ih, w_hh, bias,
+                                                                               method=m))(method)  # fmt: skip
+                with torch.no_grad():
+                    median = {n: t.median for n, t in time_interleaved(calls, timing, synchronize=synchronize).items()}
+                cells = []
+                for method in parallel.METHODS:
+                    if method not in median:
+                        cells.append("-")
+                        continue
+                    r = reports[method]
+                    status = "" if r.converged else ", fell back"
+                    cells.append(f"{median[method] * 1e3:.3f} ({r.iterations}{status})")
+                best = min(v for n, v in median.items() if n != "sequential")
+                print(f"| {B} | {H} | {T} | {median['sequential'] * 1e3:.3f} | {' | '.join(cells)} | "
+                      f"{best / median['sequential']:.1f}x |", flush=True)  # fmt: skip
+
+
+def scan_table(grid, device, timing, synchronize):
+    """The diagonal scan with B = H = 1 (one channel: nothing to split but time), one chunk against two."""
+    print("| T | 1 time chunk (ms) | 2 time chunks (ms) |\n| --- | --- | --- |", flush=True)
+    for T in grid["scan_steps"]:
+        a = torch.rand(T, 1, 1, device=device)
+        b = torch.randn(T, 1, 1, device=device)
+        medians = {}
+        for chunks in ("1", "2"):
+            os.environ["RNNFAST_SCAN_TIME_CHUNKS"] = chunks
+            medians[chunks] = time_interleaved({"scan": lambda: linear_recurrence(a, b)}, timing,
+                                               synchronize=synchronize)["scan"].median  # fmt: skip
+        del os.environ["RNNFAST_SCAN_TIME_CHUNKS"]
+        print(f"| {T} | {medians['1'] * 1e3:.3f} | {medians['2'] * 1e3:.3f} |", flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    grid = GRIDS["quick" if args.quick else "default"]
+    synchronize = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
+    timing = TimingConfig(warmup=1, repeats=7, min_repeats=3, min_sample_s=0.005, budget_s=1.0)
+    print(f"device {args.device}, float32, {torch.get_num_threads()} torch threads, torch {torch.__version__}\n")
+    newton_table(grid, args.device, timing, synchronize)
+    if args.device == "cpu":  # the time chunks are the CPU kernel's; the CUDA scan chooses its own
+        print()
+        scan_table(grid, args.device, timing, synchronize)
+
+
+if __name__ == "__main__":
+    main()
