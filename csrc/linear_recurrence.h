@@ -10,6 +10,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <torch/library.h>
 
 #include <tuple>
 
@@ -36,5 +37,33 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dense_linear_recurrence_backward_
                                                                                      const at::Tensor& A,
                                                                                      const at::Tensor& h,
                                                                                      const at::Tensor& h0);
+
+// Registers the four linear-recurrence ops of a backend, from its two scans, under the dispatch key of the
+// TORCH_LIBRARY_IMPL block that calls it.
+template <ScanFn diagonal_scan, ScanFn dense_scan>
+void register_linear_recurrence_ops(torch::Library& m) {
+  struct Ops {
+    static at::Tensor diagonal(const at::Tensor& a, const at::Tensor& b, const at::Tensor& h0) {
+      return linear_recurrence_with(diagonal_scan, a, b, h0);
+    }
+    static std::tuple<at::Tensor, at::Tensor, at::Tensor> diagonal_backward(const at::Tensor& grad_h,
+                                                                            const at::Tensor& a, const at::Tensor& h,
+                                                                            const at::Tensor& h0) {
+      return linear_recurrence_backward_with(diagonal_scan, grad_h, a, h, h0);
+    }
+    static at::Tensor dense(const at::Tensor& A, const at::Tensor& b, const at::Tensor& h0) {
+      return dense_linear_recurrence_with(dense_scan, A, b, h0);
+    }
+    static std::tuple<at::Tensor, at::Tensor, at::Tensor> dense_backward(const at::Tensor& grad_h,
+                                                                         const at::Tensor& A, const at::Tensor& h,
+                                                                         const at::Tensor& h0) {
+      return dense_linear_recurrence_backward_with(dense_scan, grad_h, A, h, h0);
+    }
+  };
+  m.impl("linear_recurrence", &Ops::diagonal);
+  m.impl("linear_recurrence_backward", &Ops::diagonal_backward);
+  m.impl("dense_linear_recurrence", &Ops::dense);
+  m.impl("dense_linear_recurrence_backward", &Ops::dense_backward);
+}
 
 }  // namespace rnnfast

@@ -85,7 +85,8 @@ def _newton_solve(u, h0, weight_hh, relu, options):
     h = torch.zeros_like(u)  # (T, B, H), the first guess
     iterations = 0
     while True:
-        recurrent = _recurrent_products(_previous_states(h, h0), weight_hh)  # (T, B, H)
+        previous = _previous_states(h, h0)  # (T, B, H)
+        recurrent = _recurrent_products(previous, weight_hh)  # (T, B, H)
         f = torch.relu(u + recurrent) if relu else torch.tanh(u + recurrent)  # (T, B, H)
         slope = _derivative_from_output(f, relu)  # (T, B, H)
         residual = ((f - h).abs().max() / f.abs().max().clamp(min=1)).item()
@@ -99,7 +100,7 @@ def _newton_solve(u, h0, weight_hh, relu, options):
             h = dense_linear_recurrence(jacobians, f - slope * recurrent, h0)
         else:
             coefficients = slope * diagonal  # (T, B, H)
-            h = linear_recurrence(coefficients, f - coefficients * _previous_states(h, h0), h0)
+            h = linear_recurrence(coefficients, f - coefficients * previous, h0)
         iterations += 1
 
 

@@ -190,35 +190,10 @@ void dense_scan_cpu(const at::Tensor& A, const at::Tensor& b, const at::Tensor& 
   });
 }
 
-at::Tensor linear_recurrence_cpu(const at::Tensor& a, const at::Tensor& b, const at::Tensor& h0) {
-  return linear_recurrence_with(diagonal_scan_cpu, a, b, h0);
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_recurrence_backward_cpu(const at::Tensor& grad_h,
-                                                                              const at::Tensor& a,
-                                                                              const at::Tensor& h,
-                                                                              const at::Tensor& h0) {
-  return linear_recurrence_backward_with(diagonal_scan_cpu, grad_h, a, h, h0);
-}
-
-at::Tensor dense_linear_recurrence_cpu(const at::Tensor& A, const at::Tensor& b, const at::Tensor& h0) {
-  return dense_linear_recurrence_with(dense_scan_cpu, A, b, h0);
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> dense_linear_recurrence_backward_cpu(const at::Tensor& grad_h,
-                                                                                    const at::Tensor& A,
-                                                                                    const at::Tensor& h,
-                                                                                    const at::Tensor& h0) {
-  return dense_linear_recurrence_backward_with(dense_scan_cpu, grad_h, A, h, h0);
-}
-
 }  // namespace
 }  // namespace cpu
 }  // namespace rnnfast
 
 TORCH_LIBRARY_IMPL(rnnfast, CPU, m) {
-  m.impl("linear_recurrence", &rnnfast::cpu::linear_recurrence_cpu);
-  m.impl("linear_recurrence_backward", &rnnfast::cpu::linear_recurrence_backward_cpu);
-  m.impl("dense_linear_recurrence", &rnnfast::cpu::dense_linear_recurrence_cpu);
-  m.impl("dense_linear_recurrence_backward", &rnnfast::cpu::dense_linear_recurrence_backward_cpu);
+  rnnfast::register_linear_recurrence_ops<rnnfast::cpu::diagonal_scan_cpu, rnnfast::cpu::dense_scan_cpu>(m);
 }
