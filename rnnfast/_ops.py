@@ -48,26 +48,21 @@ torch.library.register_autograd(
 )
 
 
-def _no_setup_context(ctx, inputs, output):
+def _elman_backward_setup_context(ctx, inputs, output):
     pass
 
 
-def _raise_double_backward(what, instead):
-    def double_backward(ctx, *grads):
-        # Gradients of gradients (create_graph=True) would need the backward's own derivative; until it exists,
-        # say so rather than return a silently incomplete second derivative.
-        raise NotImplementedError(
-            f"rnnfast: double backward (gradients of gradients, create_graph=True) through {what} is not "
-            f"supported yet; {instead}"
-        )
-
-    return double_backward
+def _elman_double_backward(ctx, *grads):
+    # Gradients of gradients (create_graph=True) would need the backward's own derivative; until it exists, say so
+    # rather than return a silently incomplete second derivative.
+    raise NotImplementedError(
+        "rnnfast: double backward (gradients of gradients, create_graph=True) through the Elman kernels is not "
+        "supported yet; use torch.nn.RNN for gradient penalties or meta-learning"
+    )
 
 
 torch.library.register_autograd(
-    "rnnfast::elman_layer_backward",
-    _raise_double_backward("the Elman kernels", "use torch.nn.RNN for gradient penalties or meta-learning"),
-    setup_context=_no_setup_context,
+    "rnnfast::elman_layer_backward", _elman_double_backward, setup_context=_elman_backward_setup_context
 )
 
 
@@ -117,9 +112,17 @@ torch.library.register_autograd(
     "rnnfast::dense_linear_recurrence", _recurrence_autograd(ops.dense_linear_recurrence_backward),
     setup_context=_recurrence_setup_context,
 )  # fmt: skip
+
+
+def _recurrence_double_backward(ctx, *grads):
+    # As for the Elman ops: say so rather than return a silently incomplete second derivative.
+    raise NotImplementedError(
+        "rnnfast: double backward (gradients of gradients, create_graph=True) through the linear-recurrence scans "
+        "is not supported yet; differentiate the sequential reference instead"
+    )
+
+
 for _name in ("linear_recurrence_backward", "dense_linear_recurrence_backward"):
     torch.library.register_autograd(
-        f"rnnfast::{_name}",
-        _raise_double_backward("the linear-recurrence scans", "differentiate the sequential reference instead"),
-        setup_context=_no_setup_context,
+        f"rnnfast::{_name}", _recurrence_double_backward, setup_context=_elman_backward_setup_context
     )
