@@ -26,10 +26,11 @@ def test_scan_kernels_are_registered_for_cuda():
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"rnnfast::{op}", "CUDA"), op
 
 
-# T from one step to many chunks of the block scan (up to 32 chunks of 16 steps, and longer chunks past that);
-# B*H not a multiple of the 32 channels of a block.
+# T from one step to many time chunks (diagonal: up to 32 chunks of 16 steps or more; dense: chunks of 32 steps
+# or more for H <= 32, H = 32 the largest chunked map, H = 33 the plain loop); B*H not a multiple of the 32
+# channels of a diagonal block.
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("T,B,H", [(1, 1, 1), (15, 3, 5), (17, 2, 33), (512, 2, 7), (5000, 1, 3)])
+@pytest.mark.parametrize("T,B,H", [(1, 1, 1), (15, 3, 5), (17, 2, 33), (100, 2, 32), (512, 2, 7), (5000, 1, 3)])
 def test_float64_values_and_gradients_match_reference(kind, T, B, H):
     fn, dense = KINDS[kind]
     inputs = make_inputs(dense, T, B, H, requires_grad=True)
@@ -60,7 +61,7 @@ def test_low_precision_accumulates_in_float32(kind, dtype, tol):
 @pytest.mark.parametrize("kind", KINDS)
 def test_scan_passes_gradcheck_and_opcheck_on_cuda(kind):
     fn, dense = KINDS[kind]
-    inputs = make_inputs(dense, 40, 2, 3, requires_grad=True)
+    inputs = make_inputs(dense, 70, 2, 3, requires_grad=True)
     torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7)
     op = ops.dense_linear_recurrence if dense else ops.linear_recurrence
     torch.library.opcheck(op.default, inputs)
