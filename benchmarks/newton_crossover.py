@@ -14,7 +14,6 @@ import torch
 
 from rnnfast import parallel
 from rnnfast._ops import ops
-from rnnfast.bench.implementations import DENSE_NEWTON_MAX_JACOBIAN_ELEMENTS
 from rnnfast.bench.plans import Shape
 from rnnfast.bench.problem import make_problem
 from rnnfast.bench.timing import TimingConfig, time_interleaved
@@ -41,7 +40,7 @@ def newton_table(grid, device, timing, synchronize):
                                                                        None, False)}  # fmt: skip
                 reports = {}
                 for method in parallel.METHODS:
-                    if method == "dense" and T * B * H * H > DENSE_NEWTON_MAX_JACOBIAN_ELEMENTS:
+                    if method == "dense" and T * B * H * H > parallel.DENSE_MAX_JACOBIAN_ELEMENTS:
                         continue
                     with torch.no_grad():
                         reports[method] = parallel.elman_parallel(x, h0[0], w_ih, w_hh, bias, method=method)[2]

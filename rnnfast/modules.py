@@ -63,6 +63,11 @@ class RNN(torch.nn.RNNBase):
         super().__init__(cell, input_size, hidden_size, num_layers=num_layers, bias=bias, batch_first=batch_first,
                          dropout=dropout, bidirectional=bidirectional, device=device, dtype=dtype)  # fmt: skip
 
+    def extra_repr(self):
+        # torch.nn.RNN's description, plus the evaluation mode where it is not the default.
+        text = super().extra_repr()
+        return text if self.evaluation_mode == "sequential" else f"{text}, mode={self.evaluation_mode!r}"
+
     def _flat_weight_list(self):
         # Read by name on every call, so torch.func.functional_call and reassigned parameters are honoured.
         return [getattr(self, name) for name in self._flat_weights_names]

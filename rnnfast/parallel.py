@@ -24,6 +24,9 @@ from ._ops import ops
 from .scan import dense_linear_recurrence, linear_recurrence
 
 METHODS = ("dense", "diagonal")
+# "auto" takes "dense" while its Jacobians, (T, B, H, H), stay within this many elements (256 MiB in float32),
+# else "diagonal", whose memory is that of the states.
+DENSE_MAX_JACOBIAN_ELEMENTS = 1 << 26
 # Newton stops when max |h - f(h)| <= tol * max(1, max |f(h)|). float64's default leaves the result within 1e-8
 # of the sequential kernel's.
 DEFAULT_TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2}
@@ -43,16 +46,17 @@ class NewtonReport:
 
 @dataclass
 class NewtonOptions:
-    """The options of elman_parallel: method "dense" or "diagonal", tolerance and iteration cap (None: the
-    defaults above, the cap never above T, which always suffices)."""
+    """The options of elman_parallel: method "dense", "diagonal" or "auto" (dense while its Jacobians fit
+    DENSE_MAX_JACOBIAN_ELEMENTS), tolerance and iteration cap (None: the defaults above, the cap never above T,
+    which always suffices)."""
 
-    method: str = "dense"
+    method: str = "auto"
     tol: Optional[float] = None
     max_iterations: Optional[int] = None
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"rnnfast: expected a Newton method in {METHODS}, got {self.method!r}")
+        if self.method not in METHODS + ("auto",):
+            raise ValueError(f"rnnfast: expected a Newton method in {METHODS + ('auto',)}, got {self.method!r}")
         if self.tol is not None and not self.tol > 0:
             raise ValueError(f"rnnfast: expected a tolerance > 0, got {self.tol}")
         if self.max_iterations is not None and self.max_iterations < 1:
@@ -75,13 +79,20 @@ def _recurrent_products(h_prev, weight_hh):
     return torch.mm(h_prev.reshape(T * B, H), weight_hh.t()).view(T, B, H)
 
 
-def _newton_solve(u, h0, weight_hh, relu, options):
-    """Newton's iteration on the pre-computed input projections u (T, B, H). Returns h (T, B, H) and the
-    report; h is None when the cap was reached first."""
+def resolve_method(method, seq_len, batch, hidden_size):
+    """The Newton method that "auto" stands for at this shape; "dense" and "diagonal" stand for themselves."""
+    if method != "auto":
+        return method
+    return "dense" if seq_len * batch * hidden_size**2 <= DENSE_MAX_JACOBIAN_ELEMENTS else "diagonal"
+
+
+def _newton_solve(u, h0, weight_hh, relu, method, options):
+    """Newton's iteration by `method` ("dense" or "diagonal") on the pre-computed input projections
+    u (T, B, H). Returns h (T, B, H) and the report; h is None when the cap was reached first."""
     T = u.shape[0]
     tol = options.tol if options.tol is not None else DEFAULT_TOLERANCE[u.dtype]
     cap = min(options.max_iterations or DEFAULT_MAX_ITERATIONS, T)
-    diagonal = weight_hh.diagonal() if options.method == "diagonal" else None  # (H,)
+    diagonal = weight_hh.diagonal() if method == "diagonal" else None  # (H,)
     h = torch.zeros_like(u)  # (T, B, H), the first guess
     iterations = 0
     while True:
@@ -91,9 +102,9 @@ def _newton_solve(u, h0, weight_hh, relu, options):
         slope = _derivative_from_output(f, relu)  # (T, B, H)
         residual = ((f - h).abs().max() / f.abs().max().clamp(min=1)).item()
         if residual <= tol:
-            return f, NewtonReport(options.method, iterations, True, residual, False)
+            return f, NewtonReport(method, iterations, True, residual, False)
         if iterations == cap:
-            return None, NewtonReport(options.method, iterations, False, residual, True)
+            return None, NewtonReport(method, iterations, False, residual, True)
         # f_t - J_t h^k_{t-1}, with J_t h^k_{t-1} = act'(z_t) * (h^k_{t-1} W_hh^T) for the exact Jacobian.
         if diagonal is None:
             jacobians = slope.unsqueeze(3) * weight_hh  # (T, B, H, H)
@@ -111,13 +122,14 @@ class _ParallelElman(torch.autograd.Function):
         u = torch.mm(input.reshape(T * B, I), weight_ih.t()).view(T, B, -1)  # (T, B, H), one product
         if bias is not None:
             u = u + bias
-        h, report = _newton_solve(u, h0, weight_hh, relu, options)
+        method = resolve_method(options.method, T, B, weight_hh.shape[0])
+        h, report = _newton_solve(u, h0, weight_hh, relu, method, options)
         if h is None:
             h, _ = ops.elman_layer_forward(input, h0[None], weight_ih[None], weight_hh[None],
                                            None if bias is None else bias[None], None, relu)  # fmt: skip
         reports.append(report)
         ctx.save_for_backward(input, h0, weight_ih, weight_hh, h)
-        ctx.relu, ctx.method, ctx.has_bias = relu, options.method, bias is not None
+        ctx.relu, ctx.method, ctx.has_bias = relu, method, bias is not None
         return h, h[-1]
 
     @staticmethod
@@ -178,7 +190,7 @@ def _check_args(input, h0, weight_ih, weight_hh, bias):
         raise ValueError("rnnfast: expected a sequence of at least one step, got T = 0")
 
 
-def elman_parallel(input, h0, weight_ih, weight_hh, bias=None, *, nonlinearity="tanh", method="dense", tol=None,
+def elman_parallel(input, h0, weight_ih, weight_hh, bias=None, *, nonlinearity="tanh", method="auto", tol=None,
                    max_iterations=None):  # fmt: skip
     """One Elman layer direction, all steps at once by Newton's method.
 

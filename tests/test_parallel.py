@@ -152,6 +152,20 @@ def test_auto_mode_is_sequential_where_parallel_never_won(monkeypatch):
     assert len(auto.last_newton_reports) == 1
 
 
+def test_auto_method_is_dense_while_its_jacobians_fit_else_diagonal(monkeypatch):
+    args = layer(T=20, B=2, H=5)
+    assert parallel.elman_parallel(*args)[2].method == "dense"
+    monkeypatch.setattr(parallel, "DENSE_MAX_JACOBIAN_ELEMENTS", 20 * 2 * 5 * 5 - 1)
+    output, _, report = parallel.elman_parallel(*args)
+    assert report.method == "diagonal" and report.converged
+    torch.testing.assert_close(output, sequential(*args)[0], rtol=0, atol=1e-8)
+
+
+def test_repr_names_a_mode_other_than_sequential():
+    assert "mode" not in repr(rnnfast.RNN(3, 4))
+    assert repr(rnnfast.RNN(3, 4, mode="parallel")) == "RNN(3, 4, mode='parallel')"
+
+
 def test_bad_mode_is_rejected_with_the_choices():
     with pytest.raises(ValueError, match="expected mode in .*'sequential', 'parallel', 'auto'.*got 'fast'"):
         rnnfast.RNN(3, 4, mode="fast")

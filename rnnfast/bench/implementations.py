@@ -55,11 +55,6 @@ def build_rnnfast(problem):
     return _module_workload(convert(copy.deepcopy(problem.reference)), problem)
 
 
-# The dense Newton iteration holds a Jacobian per step and row, (T, B, H, H); past this many elements the
-# parallel evaluation is not set up (256 MiB in float32).
-DENSE_NEWTON_MAX_JACOBIAN_ELEMENTS = 1 << 26
-
-
 def _parallel_skip_reason(method):
     def skip_reason(problem, limits):
         reason = rnnfast_missing_reason(problem.device, problem.dtype)
@@ -68,11 +63,14 @@ def _parallel_skip_reason(method):
         key = "CUDA" if problem.device.type == "cuda" else "CPU"
         if not torch._C._dispatch_has_kernel_for_dispatch_key("rnnfast::linear_recurrence", key):
             return f"rnnfast has no {key} scan kernel in this build"
+        from ..parallel import DENSE_MAX_JACOBIAN_ELEMENTS
+
         s = problem.shape
         elements = s.seq_len * s.batch * s.hidden_size**2
-        if method == "dense" and elements > DENSE_NEWTON_MAX_JACOBIAN_ELEMENTS:
+        if method == "dense" and elements > DENSE_MAX_JACOBIAN_ELEMENTS:
+            # The dense iteration holds a Jacobian per step and row; past this it is not set up.
             return (f"the dense Newton iteration's Jacobians, T*B*H*H = {elements} elements, exceed "
-                    f"{DENSE_NEWTON_MAX_JACOBIAN_ELEMENTS}")  # fmt: skip
+                    f"{DENSE_MAX_JACOBIAN_ELEMENTS}")  # fmt: skip
         return None
 
     return skip_reason
