@@ -13,7 +13,9 @@ def test_quick_run_prints_a_row_per_shape_with_times_and_iterations():
     run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "newton_crossover.py"), "--quick", "--threads",
                           "1"], capture_output=True, text=True, env=env, timeout=300, check=True)  # fmt: skip
     rows = [line.split("|")[1:-1] for line in run.stdout.splitlines() if line.startswith("| 1 |")]
-    assert [(r[1].strip(), r[2].strip()) for r in rows] == [("2", "16"), ("2", "64"), ("8", "16"), ("8", "64")]
+    # One table for the forward, one for forward+backward.
+    assert "forward:" in run.stdout and "forward_backward:" in run.stdout
+    assert [(r[1].strip(), r[2].strip()) for r in rows] == [("2", "16"), ("2", "64"), ("8", "16"), ("8", "64")] * 2
     for row in rows:
         assert float(row[3]) > 0  # sequential ms
         for cell in row[4:6]:  # "ms (iterations)" for dense and diagonal
