@@ -23,20 +23,15 @@ namespace rnnfast {
 using ScanFn = void (*)(const at::Tensor& coef, const at::Tensor& b, const at::Tensor& init, at::Tensor& out,
                         bool adjoint);
 
-at::Tensor linear_recurrence_with(ScanFn scan, const at::Tensor& a, const at::Tensor& b, const at::Tensor& h0);
+// The forward op: coef is a (T, B, H), or A (T, B, H, H) when dense. Returns h (T, B, H).
+at::Tensor linear_recurrence_with(ScanFn scan, const at::Tensor& coef, const at::Tensor& b, const at::Tensor& h0,
+                                  bool dense);
 
+// The backward op, given the forward's h: returns grad_coef, grad_b (T, B, H) and grad_h0 (B, H).
 std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_recurrence_backward_with(ScanFn scan, const at::Tensor& grad_h,
-                                                                               const at::Tensor& a,
+                                                                               const at::Tensor& coef,
                                                                                const at::Tensor& h,
-                                                                               const at::Tensor& h0);
-
-at::Tensor dense_linear_recurrence_with(ScanFn scan, const at::Tensor& A, const at::Tensor& b, const at::Tensor& h0);
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> dense_linear_recurrence_backward_with(ScanFn scan,
-                                                                                     const at::Tensor& grad_h,
-                                                                                     const at::Tensor& A,
-                                                                                     const at::Tensor& h,
-                                                                                     const at::Tensor& h0);
+                                                                               const at::Tensor& h0, bool dense);
 
 // Registers the four linear-recurrence ops of a backend, from its two scans, under the dispatch key of the
 // TORCH_LIBRARY_IMPL block that calls it.
@@ -44,20 +39,20 @@ template <ScanFn diagonal_scan, ScanFn dense_scan>
 void register_linear_recurrence_ops(torch::Library& m) {
   struct Ops {
     static at::Tensor diagonal(const at::Tensor& a, const at::Tensor& b, const at::Tensor& h0) {
-      return linear_recurrence_with(diagonal_scan, a, b, h0);
+      return linear_recurrence_with(diagonal_scan, a, b, h0, false);
     }
     static std::tuple<at::Tensor, at::Tensor, at::Tensor> diagonal_backward(const at::Tensor& grad_h,
                                                                             const at::Tensor& a, const at::Tensor& h,
                                                                             const at::Tensor& h0) {
-      return linear_recurrence_backward_with(diagonal_scan, grad_h, a, h, h0);
+      return linear_recurrence_backward_with(diagonal_scan, grad_h, a, h, h0, false);
     }
     static at::Tensor dense(const at::Tensor& A, const at::Tensor& b, const at::Tensor& h0) {
-      return dense_linear_recurrence_with(dense_scan, A, b, h0);
+      return linear_recurrence_with(dense_scan, A, b, h0, true);
     }
     static std::tuple<at::Tensor, at::Tensor, at::Tensor> dense_backward(const at::Tensor& grad_h,
                                                                          const at::Tensor& A, const at::Tensor& h,
                                                                          const at::Tensor& h0) {
-      return dense_linear_recurrence_backward_with(dense_scan, grad_h, A, h, h0);
+      return linear_recurrence_backward_with(dense_scan, grad_h, A, h, h0, true);
     }
   };
   m.impl("linear_recurrence", &Ops::diagonal);

@@ -158,9 +158,9 @@ class _ParallelElman(torch.autograd.Function):
 
 # Where parallel evaluation measured faster than the sequential kernel, per device type, as regions
 # (max hidden size, min sequence length, max batch) in which "auto" picks it. CPU: nowhere. On the 2-core
-# development machine the sequential kernel won at every shape measured (B 1 and 16, H 2 to 64, T 64 to 4096;
-# BENCHMARKS.md, "Parallel-in-time evaluation"): Newton's 3 to 4 dense iterations (20 diagonal) each cost
-# more than the whole sequential pass. CUDA: not measured yet, so sequential.
+# development machine the sequential kernel won at every shape measured, inference and training (B 1 and 16,
+# H 2 to 64, T 64 to 4096; BENCHMARKS.md, "Parallel in time"): Newton's 3 to 4 dense iterations (5 to 19
+# diagonal) each cost more than the whole sequential pass. CUDA: not measured yet, so sequential.
 PARALLEL_WINS = {"cpu": (), "cuda": ()}
 
 

@@ -4,7 +4,7 @@
     dense_linear_recurrence: h_t = A_t @ h_{t-1} + b_t      A (T, B, H, H), b (T, B, H), h0 (B, H)
 
 Both return every h_t as (T, B, H) and are differentiable in all their inputs; the backward is the reverse-time
-scan of the same form (docs/math.md).
+scan of the same form (docs/parallel.md).
 """
 
 import torch

@@ -114,6 +114,20 @@ def test_bad_arguments_raise_a_clear_error(kind, make_bad, message):
         fn(*make_bad(*make_inputs(dense)))
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_backward_op_rejects_mismatched_gradient_and_states(kind):
+    fn, dense = KINDS[kind]
+    op = ops.dense_linear_recurrence_backward if dense else ops.linear_recurrence_backward
+    coef, b, h0 = make_inputs(dense)
+    h, grad_h = fn(coef, b, h0), torch.randn_like(b)
+    with pytest.raises(RuntimeError, match="expected h of shape"):
+        op(grad_h, coef, h[:1], h0)
+    with pytest.raises(RuntimeError, match="expected h of dtype"):
+        op(grad_h, coef, h.float(), h0)
+    with pytest.raises(RuntimeError, match="expected grad_h of shape \\(T, B, H\\)"):
+        op(grad_h[0], coef, h, h0)
+
+
 def test_bad_time_chunk_setting_is_rejected(monkeypatch):
     monkeypatch.setenv("RNNFAST_SCAN_TIME_CHUNKS", "zero")
     with pytest.raises(RuntimeError, match="RNNFAST_SCAN_TIME_CHUNKS must be a positive integer"):

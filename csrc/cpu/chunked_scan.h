@@ -13,7 +13,6 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <string>
 
 namespace rnnfast {
 namespace cpu {
