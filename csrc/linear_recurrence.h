@@ -33,32 +33,26 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_recurrence_backward_with(S
                                                                                const at::Tensor& h,
                                                                                const at::Tensor& h0, bool dense);
 
+// One form's forward and backward op over a backend's scan, as functions the dispatcher can call.
+template <ScanFn scan, bool dense>
+struct LinearRecurrenceOp {
+  static at::Tensor forward(const at::Tensor& coef, const at::Tensor& b, const at::Tensor& h0) {
+    return linear_recurrence_with(scan, coef, b, h0, dense);
+  }
+  static std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(const at::Tensor& grad_h, const at::Tensor& coef,
+                                                                 const at::Tensor& h, const at::Tensor& h0) {
+    return linear_recurrence_backward_with(scan, grad_h, coef, h, h0, dense);
+  }
+};
+
 // Registers the four linear-recurrence ops of a backend, from its two scans, under the dispatch key of the
 // TORCH_LIBRARY_IMPL block that calls it.
 template <ScanFn diagonal_scan, ScanFn dense_scan>
 void register_linear_recurrence_ops(torch::Library& m) {
-  struct Ops {
-    static at::Tensor diagonal(const at::Tensor& a, const at::Tensor& b, const at::Tensor& h0) {
-      return linear_recurrence_with(diagonal_scan, a, b, h0, false);
-    }
-    static std::tuple<at::Tensor, at::Tensor, at::Tensor> diagonal_backward(const at::Tensor& grad_h,
-                                                                            const at::Tensor& a, const at::Tensor& h,
-                                                                            const at::Tensor& h0) {
-      return linear_recurrence_backward_with(diagonal_scan, grad_h, a, h, h0, false);
-    }
-    static at::Tensor dense(const at::Tensor& A, const at::Tensor& b, const at::Tensor& h0) {
-      return linear_recurrence_with(dense_scan, A, b, h0, true);
-    }
-    static std::tuple<at::Tensor, at::Tensor, at::Tensor> dense_backward(const at::Tensor& grad_h,
-                                                                         const at::Tensor& A, const at::Tensor& h,
-                                                                         const at::Tensor& h0) {
-      return linear_recurrence_backward_with(dense_scan, grad_h, A, h, h0, true);
-    }
-  };
-  m.impl("linear_recurrence", &Ops::diagonal);
-  m.impl("linear_recurrence_backward", &Ops::diagonal_backward);
-  m.impl("dense_linear_recurrence", &Ops::dense);
-  m.impl("dense_linear_recurrence_backward", &Ops::dense_backward);
+  m.impl("linear_recurrence", &LinearRecurrenceOp<diagonal_scan, false>::forward);
+  m.impl("linear_recurrence_backward", &LinearRecurrenceOp<diagonal_scan, false>::backward);
+  m.impl("dense_linear_recurrence", &LinearRecurrenceOp<dense_scan, true>::forward);
+  m.impl("dense_linear_recurrence_backward", &LinearRecurrenceOp<dense_scan, true>::backward);
 }
 
 }  // namespace rnnfast
