@@ -30,4 +30,19 @@ TORCH_LIBRARY(rnnfast, m) {
   // The benchmark floor of a loop over time: `steps` bare products h0 (B, H) @ weight_hh (H, H)^T, one per step,
   // with the BLAS routine the CPU loop uses and nothing else. Returns the products (steps, B, H).
   m.def("recurrence_floor(Tensor h0, Tensor weight_hh, int steps) -> Tensor");
+
+  // The diagonal linear recurrence h_t = a_t * h_{t-1} + b_t over time (dim 0), scanned in parallel:
+  //   a, b (T, B, H), h0 (B, H). Returns h (T, B, H).
+  m.def("linear_recurrence(Tensor a, Tensor b, Tensor h0) -> Tensor");
+  // Its backward, given the forward's h: the reverse-time scan g_t = grad_h_t + a_{t+1} * g_{t+1}.
+  //   Returns grad_a = g_t * h_{t-1} (T, B, H), grad_b = g (T, B, H), grad_h0 = a_0 * g_0 (B, H).
+  m.def("linear_recurrence_backward(Tensor grad_h, Tensor a, Tensor h, Tensor h0) -> (Tensor grad_a, "
+        "Tensor grad_b, Tensor grad_h0)");
+  // The linear recurrence with a matrix per step and batch row, h_t = A_t h_{t-1} + b_t:
+  //   A (T, B, H, H), b (T, B, H), h0 (B, H). Returns h (T, B, H).
+  m.def("dense_linear_recurrence(Tensor A, Tensor b, Tensor h0) -> Tensor");
+  // Its backward: the reverse-time scan g_t = grad_h_t + A_{t+1}^T g_{t+1}. Returns grad_A = g_t h_{t-1}^T
+  // (T, B, H, H), grad_b = g (T, B, H), grad_h0 = A_0^T g_0 (B, H).
+  m.def("dense_linear_recurrence_backward(Tensor grad_h, Tensor A, Tensor h, Tensor h0) -> (Tensor grad_A, "
+        "Tensor grad_b, Tensor grad_h0)");
 }

@@ -86,3 +86,65 @@ def _elman_double_backward(ctx, *grads):
 torch.library.register_autograd(
     "rnnfast::elman_layer_backward", _elman_double_backward, setup_context=_elman_backward_setup_context
 )
+
+
+# The linear recurrences h_t = a_t * h_{t-1} + b_t (diagonal) and h_t = A_t h_{t-1} + b_t (dense).
+
+
+@torch.library.register_fake("rnnfast::linear_recurrence")
+def _linear_recurrence_fake(a, b, h0):
+    return torch.empty_like(b, memory_format=torch.contiguous_format)
+
+
+@torch.library.register_fake("rnnfast::dense_linear_recurrence")
+def _dense_linear_recurrence_fake(A, b, h0):
+    return torch.empty_like(b, memory_format=torch.contiguous_format)
+
+
+def _recurrence_backward_fake(grad_h, coef, h, h0):
+    return (
+        torch.empty_like(coef, memory_format=torch.contiguous_format),
+        torch.empty_like(grad_h, memory_format=torch.contiguous_format),
+        torch.empty_like(h0, memory_format=torch.contiguous_format),
+    )
+
+
+torch.library.register_fake("rnnfast::linear_recurrence_backward", _recurrence_backward_fake)
+torch.library.register_fake("rnnfast::dense_linear_recurrence_backward", _recurrence_backward_fake)
+
+
+def _recurrence_setup_context(ctx, inputs, output):
+    coef, _, h0 = inputs
+    ctx.save_for_backward(coef, output, h0)
+
+
+def _recurrence_autograd(backward_op):
+    def backward(ctx, grad_h):
+        coef, h, h0 = ctx.saved_tensors
+        return backward_op(grad_h.contiguous(), coef, h, h0)
+
+    return backward
+
+
+torch.library.register_autograd(
+    "rnnfast::linear_recurrence", _recurrence_autograd(ops.linear_recurrence_backward),
+    setup_context=_recurrence_setup_context,
+)  # fmt: skip
+torch.library.register_autograd(
+    "rnnfast::dense_linear_recurrence", _recurrence_autograd(ops.dense_linear_recurrence_backward),
+    setup_context=_recurrence_setup_context,
+)  # fmt: skip
+
+
+def _recurrence_double_backward(ctx, *grads):
+    # As for the Elman ops: say so rather than return a silently incomplete second derivative.
+    raise NotImplementedError(
+        "rnnfast: double backward (gradients of gradients, create_graph=True) through the linear-recurrence scans "
+        "is not supported yet; differentiate the sequential reference instead"
+    )
+
+
+for _name in ("linear_recurrence_backward", "dense_linear_recurrence_backward"):
+    torch.library.register_autograd(
+        f"rnnfast::{_name}", _recurrence_double_backward, setup_context=_elman_backward_setup_context
+    )

@@ -7,7 +7,10 @@ batch_sizes (T,), with its rows sorted by length; the kernels run each row for i
 import torch
 import torch.nn.functional as F
 
+from . import parallel
 from ._ops import ops
+
+MODES = ("sequential", "parallel", "auto")
 
 
 def _layer_forward(input, hx, weight_ih, weight_hh, bias, batch_sizes, relu):
@@ -29,10 +32,30 @@ def _stack_directions(tensors):
     return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)
 
 
+def _parallel_layer(layer_input, hx, weight_ih, weight_hh, bias, nonlinearity, options, reports):
+    """One layer, each direction by parallel.elman_parallel; the reverse direction runs on the time-flipped input.
+    Returns output (T, B, D*H) and h_n (D, B, H); appends each direction's NewtonReport to reports."""
+    outputs, h_n = [], []
+    for d in range(weight_ih.shape[0]):
+        x = layer_input.flip(0) if d else layer_input
+        output, last, report = parallel.elman_parallel(
+            x, hx[d], weight_ih[d], weight_hh[d], None if bias is None else bias[d], nonlinearity=nonlinearity,
+            method=options.method, tol=options.tol, max_iterations=options.max_iterations,
+        )  # fmt: skip
+        outputs.append(output.flip(0) if d else output)
+        h_n.append(last)
+        reports.append(report)
+    return torch.cat(outputs, 2) if len(outputs) > 1 else outputs[0], torch.stack(h_n)
+
+
 def elman_rnn(input, hx, flat_weights, *, num_layers, bias, nonlinearity, bidirectional, dropout, training,
-              batch_sizes=None):
+              batch_sizes=None, mode="sequential", newton_options=None, reports=None):
     """Runs the stack. flat_weights is torch.nn.RNN's order: per layer, per direction, w_ih, w_hh[, b_ih, b_hh].
-    Returns output (T, B, D*H) and h_n (L*D, B, H)."""
+    Returns output (T, B, D*H) and h_n (L*D, B, H).
+
+    mode "parallel" evaluates each layer by Newton's method (parallel.elman_parallel, with newton_options, its
+    NewtonReports appended to reports); "auto" picks per layer by parallel.choose_mode. A packed sequence
+    always runs sequentially: Newton's form needs every row to run all T steps."""
     num_directions = 2 if bidirectional else 1
     per_direction = 4 if bias else 2
     relu = nonlinearity == "relu"
@@ -47,9 +70,19 @@ def elman_rnn(input, hx, flat_weights, *, num_layers, bias, nonlinearity, bidire
         weight_hh = _stack_directions([g[1] for g in groups])  # (D, H, H)
         # b_ih and b_hh only ever appear summed; their gradients are equal.
         layer_bias = _stack_directions([g[2] + g[3] for g in groups]) if bias else None  # (D, H)
-        output, layer_h_n = _layer_forward(
-            layer_input, hx[first : first + num_directions], weight_ih, weight_hh, layer_bias, batch_sizes, relu
-        )
+        layer_mode = mode
+        if mode == "auto":
+            T, B, _ = layer_input.shape
+            layer_mode = parallel.choose_mode(T, B, weight_hh.shape[-1], layer_input.device)
+        if layer_mode == "parallel" and batch_sizes is None:
+            output, layer_h_n = _parallel_layer(layer_input, hx[first : first + num_directions], weight_ih,
+                                                weight_hh, layer_bias, nonlinearity,
+                                                newton_options or parallel.NewtonOptions(),
+                                                reports if reports is not None else [])  # fmt: skip
+        else:
+            output, layer_h_n = _layer_forward(
+                layer_input, hx[first : first + num_directions], weight_ih, weight_hh, layer_bias, batch_sizes, relu
+            )
         h_n.append(layer_h_n)
         if dropout > 0 and training and layer < num_layers - 1:
             output = F.dropout(output, dropout, training=True)

@@ -10,6 +10,7 @@ import torch
 from torch.nn.utils.rnn import PackedSequence
 
 from . import functional
+from .parallel import NewtonOptions
 
 
 def _check_state_matches_input(hx, input, name):
@@ -31,24 +32,41 @@ def _check_parameters_match_input(module, input):
 
 
 class RNN(torch.nn.RNNBase):
-    """torch.nn.RNN with the fused rnnfast kernels. Same arguments, parameters, inputs and outputs."""
+    """torch.nn.RNN with the fused rnnfast kernels. Same arguments, parameters, inputs and outputs.
+
+    One more keyword, mode: "sequential" (default) runs the loop over time; "parallel" evaluates every layer
+    by Newton's method over all steps at once (rnnfast.parallel; the options in the attribute newton_options,
+    each forward's NewtonReports in last_newton_reports); "auto" picks per layer by rnnfast.parallel.choose_mode,
+    from measurements. All give the same result to the Newton tolerance."""
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, device=None, dtype=None, **kwargs):  # fmt: skip
+                 dropout=0.0, bidirectional=False, device=None, dtype=None, mode="sequential",
+                 **kwargs):  # fmt: skip
         # torch.nn.RNN's own argument handling and messages.
         if "proj_size" in kwargs:
             raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
         if kwargs:
             raise TypeError(f"RNN.__init__() got an unexpected keyword argument '{next(iter(kwargs))}'")
+        if mode not in functional.MODES:
+            raise ValueError(f"rnnfast.RNN: expected mode in {functional.MODES}, got {mode!r}")
         if nonlinearity == "tanh":
-            mode = "RNN_TANH"
+            cell = "RNN_TANH"
         elif nonlinearity == "relu":
-            mode = "RNN_RELU"
+            cell = "RNN_RELU"
         else:
             raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
         self.nonlinearity = nonlinearity
-        super().__init__(mode, input_size, hidden_size, num_layers=num_layers, bias=bias, batch_first=batch_first,
+        # RNNBase's own attribute `mode` names the cell ("RNN_TANH"); the evaluation mode is kept apart.
+        self.evaluation_mode = mode
+        self.newton_options = NewtonOptions()
+        self.last_newton_reports = []
+        super().__init__(cell, input_size, hidden_size, num_layers=num_layers, bias=bias, batch_first=batch_first,
                          dropout=dropout, bidirectional=bidirectional, device=device, dtype=dtype)  # fmt: skip
+
+    def extra_repr(self):
+        # torch.nn.RNN's description, plus the evaluation mode where it is not the default.
+        text = super().extra_repr()
+        return text if self.evaluation_mode == "sequential" else f"{text}, mode={self.evaluation_mode!r}"
 
     def _flat_weight_list(self):
         # Read by name on every call, so torch.func.functional_call and reassigned parameters are honoured.
@@ -96,11 +114,14 @@ class RNN(torch.nn.RNNBase):
             _check_state_matches_input(hx, x, "hx")
         _check_parameters_match_input(self, x)
 
+        reports = []
         output, h_n = functional.elman_rnn(
             x, hx, self._flat_weight_list(), num_layers=self.num_layers, bias=self.bias,
             nonlinearity=self.nonlinearity, bidirectional=self.bidirectional, dropout=self.dropout,
-            training=self.training, batch_sizes=batch_sizes,
+            training=self.training, batch_sizes=batch_sizes, mode=self.evaluation_mode,
+            newton_options=self.newton_options, reports=reports,
         )  # fmt: skip
+        self.last_newton_reports = reports
 
         if is_packed:
             packed = output.reshape(-1, output.size(-1)).index_select(0, positions)

@@ -41,3 +41,27 @@ def reference_rnn(module, x, h0, lengths=None):
             h_n.append(hn)
         layer_input = torch.cat(outputs, dim=2)
     return layer_input, torch.stack(h_n)
+
+
+def reference_linear_recurrence(coef, b, h0):
+    """h_t = coef_t * h_{t-1} + b_t one step at a time: coef (T, B, H) elementwise, or (T, B, H, H) a matrix per
+    step and row. b (T, B, H), h0 (B, H). Returns h (T, B, H); differentiable by autograd."""
+    h, states = h0, []
+    for t in range(b.shape[0]):
+        carried = (coef[t] @ h.unsqueeze(-1)).squeeze(-1) if coef.dim() == 4 else coef[t] * h
+        h = carried + b[t]
+        states.append(h)
+    return torch.stack(states) if states else b.new_zeros(b.shape)
+
+
+def reference_min_gru(x, h0, weight, bias):
+    """minGRU one step at a time: x (T, B, I), h0 (B, H), weight (2H, I) and bias (2H,) or None, the gate's rows
+    then the candidate's. Returns output (T, B, H)."""
+    H = h0.shape[1]
+    h, states = h0, []
+    for x_t in x:
+        projected = x_t @ weight.t() + (bias if bias is not None else 0)
+        z, candidate = torch.sigmoid(projected[:, :H]), projected[:, H:]
+        h = (1 - z) * h + z * candidate
+        states.append(h)
+    return torch.stack(states)

@@ -139,6 +139,11 @@ def test_quick_run_writes_every_measurement_table_and_plot(tmp_path):
         assert split["parallel_s"] > 0 and split["sequential_s"] > 0
         assert split["floor_s"] > 0  # the floor is timed in the same run on the CPU
     assert [p["shape"] for p in result["penalty"]] == result["shapes"]["penalty"]
+    # The registered parallel-in-time implementations join the penalty analysis, each with its ratio.
+    parallel_names = [i["name"] for i in result["implementations"] if i["family"] == "parallel"]
+    assert parallel_names
+    for penalty in result["penalty"]:
+        assert set(parallel_names) <= set(penalty["ratio"]) and all(penalty["ratio"][n] > 0 for n in parallel_names)
 
     for name in ("standard_speedup", "cost_vs_seq_len", "cost_vs_batch", "split", "sequential_penalty"):
         image = _read_png(out / f"{name}.png")

@@ -98,7 +98,8 @@ def main(argv=None) -> int:
     penalties = []
     for shape in penalty_shapes:
         progress.tick(f"sequential penalty {shape.label}")
-        penalties.append(measure_penalty(shape, plan.timing, device, dtype, synchronize))
+        penalties.append(measure_penalty(shape, plan.timing, device, dtype, synchronize,
+                                         [i for i in impls if i.family == "parallel"]))  # fmt: skip
     progress.close()
 
     sections = standard_sections(records, names) + seq_len_sections(records, names) + batch_sections(records, names)

@@ -55,6 +55,46 @@ def build_rnnfast(problem):
     return _module_workload(convert(copy.deepcopy(problem.reference)), problem)
 
 
+def _parallel_skip_reason(method):
+    def skip_reason(problem, limits):
+        reason = rnnfast_missing_reason(problem.device, problem.dtype)
+        if reason is not None:
+            return reason
+        key = "CUDA" if problem.device.type == "cuda" else "CPU"
+        if not torch._C._dispatch_has_kernel_for_dispatch_key("rnnfast::linear_recurrence", key):
+            return f"rnnfast has no {key} scan kernel in this build"
+        from ..parallel import DENSE_MAX_JACOBIAN_ELEMENTS
+
+        s = problem.shape
+        elements = s.seq_len * s.batch * s.hidden_size**2
+        if method == "dense" and elements > DENSE_MAX_JACOBIAN_ELEMENTS:
+            # The dense iteration holds a Jacobian per step and row; past this it is not set up.
+            return (f"the dense Newton iteration's Jacobians, T*B*H*H = {elements} elements, exceed "
+                    f"{DENSE_MAX_JACOBIAN_ELEMENTS}")  # fmt: skip
+        return None
+
+    return skip_reason
+
+
+def _register_parallel(method, description):
+    @register(f"Newton ({method})", description, skip_reason=_parallel_skip_reason(method),
+              family="parallel")  # fmt: skip
+    def build_parallel(problem):
+        from ..convert import convert
+        from ..parallel import NewtonOptions
+
+        module = convert(copy.deepcopy(problem.reference))
+        module.evaluation_mode = "parallel"
+        module.newton_options = NewtonOptions(method=method)
+        return _module_workload(module, problem)
+
+
+_register_parallel("dense", "rnnfast.RNN(mode='parallel'): Newton's method over all steps at once, each iteration "
+                   "a dense (H x H per step) parallel scan; implicit-function backward by the same scan")
+_register_parallel("diagonal", "rnnfast.RNN(mode='parallel'), quasi-Newton: each iteration an elementwise "
+                   "parallel scan with diag(W_hh); backward by the sequential adjoint kernel")
+
+
 def elman_loop(x, h0, weight_ih, weight_hh, bias_ih, bias_hh):
     """The textbook Elman RNN in PyTorch ops: every step's input projection as one product, then one addmm and
     one tanh per step. x (T, B, I), h0 (B, H) -> output (T, B, H), h_n (B, H)."""

@@ -108,7 +108,7 @@ def plot_penalty(results: List[Dict], out_dir) -> str:
     ax.set_yscale("log")
     s = results[0]["shape"]
     ax.set_xlabel("sequence length T")
-    ax.set_ylabel("loop time / one parallel product's time")
+    ax.set_ylabel("time / one parallel product's time")
     ax.set_title(f"Sequential penalty, B={s['batch']} H={s['hidden_size']}")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
