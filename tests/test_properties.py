@@ -4,8 +4,10 @@ a Python exception or a correct result, never a crash."""
 
 import pytest
 import torch
-from hypothesis import assume, given
-from hypothesis import strategies as st
+
+pytest.importorskip("hypothesis", reason="the property tests need hypothesis (requirements.txt)")
+from hypothesis import assume, given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import rnnfast
