@@ -2,7 +2,6 @@
 // so a bidirectional layer runs its two directions on two threads at once.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -11,6 +10,7 @@
 #include "../cell_math.h"
 #include "../elman_layer.h"
 #include "blas.h"
+#include "directions.h"
 
 namespace rnnfast {
 namespace cpu {
@@ -72,14 +72,6 @@ void backward_direction(scalar_t* grad_z, scalar_t* grad_h, const scalar_t* out,
     // dL/dh_{t-1} = dL/dz_t W_hh for the running rows; the others keep the gradient they already hold.
     gemm_row_major<scalar_t>(false, rows, H, H, gz, ld, w_hh, H, 0, grad_h, H);
   }
-}
-
-// Directions are independent; on two or more threads each runs on its own (its BLAS calls single-threaded).
-template <typename F>
-void for_each_direction(int64_t D, const F& f) {
-  at::parallel_for(0, D, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t d = begin; d < end; ++d) f(d);
-  });
 }
 
 void forward_recurrence_cpu(at::Tensor& output, const at::Tensor& hx, const at::Tensor& weight_hh, at::Tensor& h_n,
