@@ -2,6 +2,6 @@
 
 from . import _ops  # noqa: F401  (registers the ops, their fake kernels and autograd)
 from .convert import convert
-from .modules import RNN, RNNCell
+from .modules import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 
-__all__ = ["RNN", "RNNCell", "convert"]
+__all__ = ["GRU", "GRUCell", "LSTM", "LSTMCell", "RNN", "RNNCell", "convert"]
