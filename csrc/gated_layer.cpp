@@ -9,6 +9,12 @@ at::Tensor contiguous_or_undefined(const c10::optional<at::Tensor>& t) {
   return t.has_value() ? t->contiguous() : at::Tensor();
 }
 
+// A weight's gradient, the sum over all T*B rows of a_r^T b_r, per direction: a (T*B, D, M), b (T*B, D, N)
+// -> (D, M, N), as one batched product.
+at::Tensor weight_gradient(const at::Tensor& a, const at::Tensor& b) {
+  return at::bmm(a.permute({1, 2, 0}), b.transpose(0, 1));
+}
+
 struct ForwardResult {
   at::Tensor output, h_n, c_n, workspace;
 };
@@ -86,8 +92,7 @@ BackwardResult gated_backward(const CellSpec& cell, GatedBackwardRecurrence recu
   r.grad_hx = buffers.grad_h;
   r.grad_cx = buffers.grad_c;
   r.grad_weight_ih = at::mm(dgx.t(), x).view({s.D, GH, s.I});
-  // (D, G*H, T*B) @ (D, T*B, P) -> (D, G*H, P)
-  r.grad_weight_hh = at::bmm(dgh.permute({1, 2, 0}), buffers.prev_h.view({TB, s.D, s.P}).transpose(0, 1));
+  r.grad_weight_hh = weight_gradient(dgh, buffers.prev_h.view({TB, s.D, s.P}));  // (D, G*H, P)
   r.grad_bias_x = dgx.sum(0).view({s.D, GH});
   if (cell.separate_recurrent_gradient) r.grad_bias_h = dgh.sum(0);
   r.grad_h_seq = buffers.grad_h_seq;
@@ -123,8 +128,7 @@ lstm_layer_backward_with(GatedBackwardRecurrence recurrence, const at::Tensor& g
     // m_t = o_t tanh(c_t), the projection's input, from the saved gates: (T*B, D, H).
     const at::Tensor saved = workspace.contiguous().view({TB, D, LstmCell::kSavedCount, H});
     const at::Tensor m = saved.select(2, LstmCell::kSavedO) * saved.select(2, LstmCell::kSavedTanhCell);
-    // (D, P, T*B) @ (D, T*B, H) -> (D, P, H)
-    grad_weight_hr = at::bmm(r.grad_h_seq.view({TB, D, P}).permute({1, 2, 0}), m.transpose(0, 1));
+    grad_weight_hr = weight_gradient(r.grad_h_seq.view({TB, D, P}), m);  // (D, P, H)
   }
   return {r.grad_input, r.grad_hx, r.grad_cx, r.grad_weight_ih, r.grad_weight_hh, r.grad_bias_x, grad_weight_hr};
 }
