@@ -114,8 +114,10 @@ def elman_cell(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, nonlinearity):
 def lstm_cell(input, h, c, weight_ih, weight_hh, bias_ih, bias_hh):
     """One step: input (B, I), h and c (B, H) -> h', c' (B, H), through the fused layer op with T = 1."""
     bias = (bias_ih + bias_hh).unsqueeze(0) if bias_ih is not None else None
-    _, h_n, c_n, _ = ops.lstm_layer_forward(input.unsqueeze(0), h.unsqueeze(0), c.unsqueeze(0),
-                                            weight_ih.unsqueeze(0), weight_hh.unsqueeze(0), bias, None, None)  # fmt: skip
+    _, h_n, c_n, _ = ops.lstm_layer_forward(
+        input.unsqueeze(0), h.unsqueeze(0), c.unsqueeze(0), weight_ih.unsqueeze(0), weight_hh.unsqueeze(0), bias, None,
+        None,
+    )
     return h_n[0], c_n[0]
 
 

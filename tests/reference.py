@@ -107,8 +107,8 @@ def reference_gated(module, x, hx, lengths=None):
             p = lambda name: getattr(module, name + suffix, None)  # noqa: E731
             k = layer * D + d
             if is_lstm:
-                out, *states = reference_lstm_layer(layer_input, hx[0][k], hx[1][k], p("weight_ih"), p("weight_hh"),
-                                                    p("bias_ih"), p("bias_hh"), p("weight_hr"), d == 1, lengths)  # fmt: skip
+                weights = [p(n) for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")]
+                out, *states = reference_lstm_layer(layer_input, hx[0][k], hx[1][k], *weights, d == 1, lengths)
             else:
                 out, *states = reference_gru_layer(layer_input, hx[k], p("weight_ih"), p("weight_hh"), p("bias_ih"),
                                                    p("bias_hh"), d == 1, lengths)  # fmt: skip

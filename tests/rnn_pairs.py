@@ -59,6 +59,23 @@ def outputs_and_grads(module, input, hx):
     return [value for _, value in named_outputs_and_grads(module, input, hx)]
 
 
+def assert_cells_agree(reference, fast, x, hx, **tolerance):
+    """One step of two cells (RNNCell, LSTMCell, GRUCell) with the same weights: the same outputs, and the same
+    gradients of x, of the states in hx (a tensor, a tuple, or None) and of every parameter, for a loss that
+    weighs every output entry differently."""
+    states = list(hx) if isinstance(hx, tuple) else [] if hx is None else [hx]
+    leaves = [x.requires_grad_()] + [s.requires_grad_() for s in states]
+    expected, got = reference(x, hx), fast(x, hx)
+    torch.testing.assert_close(got, expected, **tolerance)
+    expected, got = (list(v) if isinstance(v, tuple) else [v] for v in (expected, got))
+    weights = [torch.randn_like(e) for e in expected]
+    loss = lambda outs: sum((o * w).sum() for o, w in zip(outs, weights, strict=True))  # noqa: E731
+    ge = torch.autograd.grad(loss(expected), leaves + list(reference.parameters()))
+    gg = torch.autograd.grad(loss(got), leaves + list(fast.parameters()))
+    for a, b in zip(gg, ge, strict=True):
+        torch.testing.assert_close(a, b, **tolerance)
+
+
 def assert_twins_agree(reference, fast, input, hx=None, **tolerance):
     dtype = next(reference.parameters()).dtype
     tolerance = tolerance or TOLERANCE[dtype]

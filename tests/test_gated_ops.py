@@ -164,13 +164,3 @@ def test_backward_ops_reject_mismatched_gradients_and_workspaces():
     with pytest.raises(RuntimeError, match="expected grad_h_n of dtype"):
         ops.gru_layer_backward(output, h_n.float(), x, hx, w_ih, w_hh, output, workspace, None)
 
-
-@pytest.mark.parametrize("name", ["LSTM", "GRU"])
-def test_double_backward_raises_instead_of_giving_a_wrong_second_derivative(name):
-    fast = getattr(rnnfast, name)(3, 4).double()
-    x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
-    (grad,) = torch.autograd.grad(fast(x)[0].sum(), x, create_graph=True)
-    with pytest.raises(NotImplementedError, match="double backward"):
-        grad.sum().backward()
-    fast(x)[0].sum().backward()
-    assert fast.weight_hh_l0.grad is not None

@@ -9,7 +9,7 @@ from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence, pad_sequence
 
 import rnnfast
 from reference import reference_gated
-from rnn_pairs import assert_twins_agree, twin_modules
+from rnn_pairs import assert_cells_agree, assert_twins_agree, twin_modules
 
 # (module name, constructor arguments beyond the grid's): the LSTM with and without a projection, and the GRU.
 KINDS = {"LSTM": ("LSTM", {}), "LSTM-proj": ("LSTM", {"proj_size": 3}), "GRU": ("GRU", {})}
@@ -187,17 +187,7 @@ def test_cell_matches_torch_nn_cell(name, bias, dtype):
     for x, hx in [(state(3, 4), (state(3, 5), state(3, 5)) if pair else state(3, 5)),
                   (state(3, 4), None),
                   (state(4), (state(5), state(5)) if pair else state(5))]:  # fmt: skip
-        states = list(hx) if isinstance(hx, tuple) else [] if hx is None else [hx]
-        leaves = [x.requires_grad_()] + [s.requires_grad_() for s in states]
-        expected, got = reference(x, hx), fast(x, hx)
-        torch.testing.assert_close(got, expected, **tol)
-        expected, got = (list(v) if pair else [v] for v in (expected, got))
-        weights = [torch.randn_like(e) for e in expected]
-        loss = lambda outs: sum((o * w).sum() for o, w in zip(outs, weights, strict=True))  # noqa: E731
-        ge = torch.autograd.grad(loss(expected), leaves + list(reference.parameters()))
-        gg = torch.autograd.grad(loss(got), leaves + list(fast.parameters()))
-        for a, b in zip(gg, ge, strict=True):
-            torch.testing.assert_close(a, b, **tol)
+        assert_cells_agree(reference, fast, x, hx, **tol)
 
 
 @pytest.mark.parametrize("kind", ["LSTM", "GRU"])

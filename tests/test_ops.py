@@ -93,8 +93,9 @@ def test_backward_op_rejects_mismatched_gradients():
         ops.elman_layer_backward(output, h_n.float(), x, hx, w_ih, w_hh, output, None, False)
 
 
-def test_double_backward_raises_instead_of_giving_a_wrong_second_derivative():
-    fast = rnnfast.RNN(3, 4).double()
+@pytest.mark.parametrize("name", ["RNN", "LSTM", "GRU"])
+def test_double_backward_raises_instead_of_giving_a_wrong_second_derivative(name):
+    fast = getattr(rnnfast, name)(3, 4).double()
     x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
     (grad,) = torch.autograd.grad(fast(x)[0].sum(), x, create_graph=True)
     with pytest.raises(NotImplementedError, match="double backward"):

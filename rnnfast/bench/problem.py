@@ -41,4 +41,5 @@ def make_problem(shape: Shape, device="cpu", dtype=torch.float32, seed: int = 0,
 
     T, B, I, H = shape.seq_len, shape.batch, shape.input_size, shape.hidden_size
     x, hx, grad_output = randn(T, B, I), randn(1, B, H), randn(T, B, H)
-    return Problem(shape, device, dtype, reference, x, hx, grad_output, cell, randn(1, B, H) if cell == "LSTM" else None)
+    cx = randn(1, B, H) if cell == "LSTM" else None
+    return Problem(shape, device, dtype, reference, x, hx, grad_output, cell, cx)

@@ -76,7 +76,8 @@ def standard_sections(records: List[Dict], impls: Sequence[str]) -> List[Section
                                for r in ratios.values()])  # fmt: skip
     return [
         Section("Standard shapes: median time per call (ms, ± half the interquartile range)", ["shape, mode", *impls],
-                timing_rows, ["(!) marks a result that differs from its torch.nn baseline's beyond the dtype's tolerance."],
+                timing_rows, ["(!) marks a result that differs from its torch.nn baseline's beyond the dtype's "
+                              "tolerance."],
                 None),  # fmt: skip
         Section("Standard shapes: speed-up over the torch.nn layer of the same cell (torch.nn.RNN, LSTM or GRU: its "
                 "time / the implementation's)", ["shape, mode", *others],
