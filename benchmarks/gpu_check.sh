@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check: on a machine with one NVIDIA GPU, PyTorch, nvcc and no internet, from a clean checkout,
 # builds the CUDA kernels in place, runs the CUDA tests, and times rnnfast against cuDNN.
-# Usage: benchmarks/gpu_check.sh OUT_DIR   (writes build.log, tests.log, gpu_check.json, gpu_check.md there)
+# Usage: benchmarks/gpu_check.sh OUT_DIR   (writes build.log, tests.log, gpu_check.json, gpu_check.md there, and
+# the LSTM's and GRU's gpu_check.json and .md in OUT_DIR/lstm and OUT_DIR/gru)
 set -uo pipefail
 out=${1:?usage: benchmarks/gpu_check.sh OUT_DIR}
 mkdir -p "$out"
@@ -19,12 +20,15 @@ fi
 echo "gpu_check: built in $(( $(date +%s) - start )) s"
 # The CUDA tests, then the op tests (CPU and CUDA) in a process of their own, so that one crash cannot hide
 # the other's results.
-timeout 240 $python -m pytest tests/test_cuda.py -q -rfE --maxfail=20 -p no:cacheprovider 2>&1 | tee "$out/tests.log" | tail -8
+timeout 300 $python -m pytest tests/test_cuda.py tests/test_cuda_gated.py -q -rfE --maxfail=20 -p no:cacheprovider 2>&1 | tee "$out/tests.log" | tail -8
 cuda_status=${PIPESTATUS[0]}
-timeout 120 $python -m pytest tests/test_ops.py -q -rfE --maxfail=20 -p no:cacheprovider 2>&1 | tee -a "$out/tests.log" | tail -8
+timeout 120 $python -m pytest tests/test_ops.py tests/test_gated_ops.py -q -rfE --maxfail=20 -p no:cacheprovider 2>&1 | tee -a "$out/tests.log" | tail -8
 ops_status=${PIPESTATUS[0]}
 tests_status=$(( cuda_status != 0 ? cuda_status : ops_status ))
 echo "gpu_check: tests exit $cuda_status (CUDA) $ops_status (ops) after $(( $(date +%s) - start )) s"
 $python benchmarks/gpu_check.py --out "$out" 2>&1 | tail -60
+for cell in LSTM GRU; do
+  $python benchmarks/gpu_check.py --cell $cell --grid gated --out "$out/${cell,,}" 2>&1 | tail -16
+done
 echo "gpu_check: done after $(( $(date +%s) - start )) s"
 exit "$tests_status"
