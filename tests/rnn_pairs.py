@@ -59,6 +59,18 @@ def outputs_and_grads(module, input, hx):
     return [value for _, value in named_outputs_and_grads(module, input, hx)]
 
 
+def assert_same_dropout_masks(reference, fast):
+    """In training mode with dropout, the same seed gives the same output (the same masks), and another draw
+    another output (the masks are applied). Both modules take input_size 3."""
+    x = torch.randn(6, 4, 3, dtype=torch.float64)
+    torch.manual_seed(7)
+    expected = reference(x)
+    torch.manual_seed(7)
+    got = fast(x)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+    assert not torch.allclose(fast(x)[0], got[0])
+
+
 def assert_cells_agree(reference, fast, x, hx, **tolerance):
     """One step of two cells (RNNCell, LSTMCell, GRUCell) with the same weights: the same outputs, and the same
     gradients of x, of the states in hx (a tensor, a tuple, or None) and of every parameter, for a loss that
