@@ -83,8 +83,10 @@ def extensions():
     openmp = ["-fopenmp"] if sys.platform.startswith("linux") else []
     # The C++ standard is the one torch.utils.cpp_extension picks for this torch. -fno-trapping-math lets the
     # compiler vectorise the activation loops (their comparisons and divisions would otherwise count as possible
-    # floating-point traps); results are unchanged, only FP exception flags are not promised.
-    cxx = ["-O3", "-fno-trapping-math"] + openmp
+    # floating-point traps); results are unchanged, only FP exception flags are not promised. -ffp-contract=off
+    # keeps a * b + c two roundings in the loops compiled a second time for AVX-512 (csrc/cpu/simd_target.h),
+    # as in the baseline build, which has no FMA: the same bits whichever variant the CPU runs.
+    cxx = ["-O3", "-fno-trapping-math", "-ffp-contract=off"] + openmp
     extra_link = list(openmp)
     if os.environ.get("RNNFAST_SANITIZE"):
         # AddressSanitizer + UndefinedBehaviorSanitizer build for the memory-safety CI step.

@@ -1,6 +1,6 @@
-"""Times rnnfast's CUDA paths against cuDNN's torch.nn.RNN over a shape grid, forward and forward+backward,
-and writes gpu_check.json and gpu_check.md to --out. Run by gpu_check.sh after the CUDA tests; on a machine
-without a GPU, --device cpu --grid tiny exercises the same code against torch.nn.RNN on the CPU."""
+"""Times rnnfast's CUDA paths against cuDNN's torch.nn.RNN (or LSTM or GRU, --cell) over a shape grid, forward
+and forward+backward, and writes gpu_check.json and gpu_check.md to --out. Run by gpu_check.sh after the CUDA
+tests; on a machine without a GPU, --device cpu --grid tiny exercises the same code against torch.nn on the CPU."""
 
 import argparse
 import json
@@ -21,6 +21,8 @@ GRIDS = {
     + [(b, h, t) for b in (64, 256) for h in (256, 1024) for t in (128, 512)]
     + [(256, 1024, 2048)],
     "tiny": [(2, 8, 16), (4, 16, 8)],
+    # The LSTM and GRU: small batches, where the target is to beat cuDNN, and large ones, where it is to match it.
+    "gated": [(1, 256, 512), (4, 512, 256), (16, 256, 512), (16, 1024, 256), (64, 1024, 128), (256, 1024, 256)],
 }
 
 
@@ -72,10 +74,10 @@ def with_path(path, fn):
     return run
 
 
-def implementations(B, H, T, device, dtype):
+def implementations(B, H, T, device, dtype, cell="RNN"):
     """name -> (forward callable, forward+backward callable) at this shape, all with the same weights."""
-    reference = torch.nn.RNN(H, H).to(device, dtype)
-    fast = rnnfast.RNN(H, H).to(device, dtype)
+    reference = getattr(torch.nn, cell)(H, H).to(device, dtype)
+    fast = getattr(rnnfast, cell)(H, H).to(device, dtype)
     fast.load_state_dict(reference.state_dict())
     x = torch.randn(T, B, H, device=device, dtype=dtype)
     x_grad = x.clone().requires_grad_(True)
@@ -96,7 +98,8 @@ def implementations(B, H, T, device, dtype):
         return run
 
     impls = {"cudnn" if device == "cuda" else "torch.nn": (forward(reference), training(reference))}
-    paths = ["general", "persistent", "auto"] if device == "cuda" else ["cpu"]
+    # The LSTM and GRU have the general CUDA path only.
+    paths = (["general", "persistent", "auto"] if cell == "RNN" else ["general"]) if device == "cuda" else ["cpu"]
     for path in paths:
         if path == "persistent":
             os.environ["RNNFAST_CUDA_PATH"] = "persistent"
@@ -108,11 +111,11 @@ def implementations(B, H, T, device, dtype):
     return impls
 
 
-def run(grid, device, dtype, warmup, repeats, progress=sys.stderr):
+def run(grid, device, dtype, warmup, repeats, progress=sys.stderr, cell="RNN"):
     time_call = make_timer(device)
     rows = []
     for i, (B, H, T) in enumerate(grid):
-        impls = implementations(B, H, T, device, dtype)
+        impls = implementations(B, H, T, device, dtype, cell)
         for mode, index in [("forward", 0), ("forward+backward", 1)]:
             medians = median_times({name: fns[index] for name, fns in impls.items()}, time_call, warmup, repeats)
             rows.append(dict(batch=B, hidden=H, seq_len=T, mode=mode, seconds=medians))
@@ -123,7 +126,8 @@ def run(grid, device, dtype, warmup, repeats, progress=sys.stderr):
 def markdown(rows, meta):
     baseline = "cudnn" if meta["device"] == "cuda" else "torch.nn"
     names = sorted({n for r in rows for n in r["seconds"] if n != baseline})
-    lines = [f"Device: {meta['device_name']}; torch {meta['torch']}; dtype {meta['dtype']}; "
+    lines = [f"torch.nn.{meta['cell']} against rnnfast.{meta['cell']}. "
+             f"Device: {meta['device_name']}; torch {meta['torch']}; dtype {meta['dtype']}; "
              f"medians of {meta['repeats']} interleaved runs after {meta['warmup']} warm-ups. "
              "Exact float32 products on both sides (TF32 off in cuDNN and cuBLAS); "
              "n/a: the persistent path cannot hold that shape.", "",
@@ -145,6 +149,7 @@ def main(argv=None):
     parser.add_argument("--out", required=True, help="folder for gpu_check.json and gpu_check.md")
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     parser.add_argument("--grid", default="default", choices=sorted(GRIDS))
+    parser.add_argument("--cell", default="RNN", choices=["RNN", "LSTM", "GRU"], help="which torch.nn layer")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16", "float64"])
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=10)
@@ -155,11 +160,11 @@ def main(argv=None):
     # The same arithmetic on both sides: exact float32 products, not cuDNN's default TF32.
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
-    rows = run(GRIDS[args.grid], args.device, dtype, args.warmup, args.repeats)
+    rows = run(GRIDS[args.grid], args.device, dtype, args.warmup, args.repeats, cell=args.cell)
     meta = dict(
         device=args.device,
         device_name=torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu",
-        torch=torch.__version__, dtype=args.dtype, warmup=args.warmup, repeats=args.repeats,
+        torch=torch.__version__, dtype=args.dtype, warmup=args.warmup, repeats=args.repeats, cell=args.cell,
         command=" ".join([sys.executable] + sys.argv),
     )  # fmt: skip
     os.makedirs(args.out, exist_ok=True)

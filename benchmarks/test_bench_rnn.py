@@ -1,5 +1,6 @@
-"""pytest-benchmark suite: every registered implementation at the standard shapes, forward (inference) and
-forward+backward (training), one benchmark group per shape and mode so that their rows compare directly.
+"""pytest-benchmark suite: every registered implementation (rnnfast's and torch.nn's RNN, LSTM and GRU, and the
+Elman loops) at the standard shapes, forward (inference) and forward+backward (training), one benchmark group per
+cell, shape and mode so that their rows compare directly.
 
     pytest benchmarks/ --benchmark-only                  # the tables
     pytest benchmarks/ --benchmark-only --benchmark-json=run.json
@@ -24,35 +25,36 @@ SMOKE_MAX_STEPS = 16
 _built = {}
 
 
-def _problem(shape):
+def _problem(shape, cell):
     if _built.get("shape") != shape:
         _built.clear()
         _built["shape"] = shape
-        _built["problem"] = make_problem(shape)
-    return _built["problem"]
+    if ("problem", cell) not in _built:
+        _built[("problem", cell)] = make_problem(shape, cell=cell)
+    return _built[("problem", cell)]
 
 
 def _workload(shape, impl):
     if impl.name not in _built:
-        _built[impl.name] = impl.build(_problem(shape))
+        _built[impl.name] = impl.build(_problem(shape, impl.cell))
     return _built[impl.name]
 
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("impl", registered(), ids=lambda i: i.name.replace(" ", "_"))
 @pytest.mark.parametrize("shape", STANDARD_SHAPES, ids=lambda s: s.label.replace(" ", "_").replace("=", ""))
-def test_elman_rnn(benchmark, request, shape, impl, mode):
+def test_layer(benchmark, request, shape, impl, mode):
     limit = request.config.getoption("--compile-max-steps")
     limits = Limits(compile_max_steps=(0 if benchmark.disabled else 128) if limit is None else limit)
     if benchmark.disabled:
         shape = dataclasses.replace(shape, seq_len=min(shape.seq_len, SMOKE_MAX_STEPS))
-    problem = _problem(shape)
+    problem = _problem(shape, impl.cell)
     reason = impl.skip_reason(problem, limits)
     if reason is not None:
         pytest.skip(reason)
     workload = _workload(shape, impl)
-    benchmark.group = f"{shape.label} {mode}"
-    benchmark.extra_info.update(shape.as_dict(), implementation=impl.name, mode=mode)
+    benchmark.group = f"{impl.cell} {shape.label} {mode}"
+    benchmark.extra_info.update(shape.as_dict(), implementation=impl.name, cell=impl.cell, mode=mode)
     result = benchmark(getattr(workload, mode))
     if mode == "forward":
         output, h_n = result

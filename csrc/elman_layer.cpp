@@ -4,44 +4,6 @@
 #include <ATen/autocast_mode.h>
 
 namespace rnnfast {
-namespace {
-
-const int64_t* host_batch_sizes(const c10::optional<at::Tensor>& batch_sizes, at::Tensor& holder) {
-  if (!batch_sizes.has_value()) return nullptr;
-  holder = batch_sizes->contiguous();
-  return holder.data_ptr<int64_t>();
-}
-
-// The state each step started from, laid out like output (T, B, D*H): the previous step's output, or hx for a
-// row's first step. dL/dW_hh is then one product over all steps. Rows past a row's length are left as they
-// fall: their dL/dz is zero.
-at::Tensor previous_hidden_states(const at::Tensor& output, const at::Tensor& hx, const ElmanSizes& s,
-                                  const int64_t* batch_sizes) {
-  using at::indexing::Slice;
-  at::Tensor prev = at::empty_like(output);  // (T, B, D*H)
-  if (s.T == 0) return prev;
-  for (int64_t d = 0; d < s.D; ++d) {
-    const auto cols = Slice(d * s.H, (d + 1) * s.H);
-    if (d == 0) {
-      prev.index_put_({Slice(1, s.T), Slice(), cols}, output.index({Slice(0, s.T - 1), Slice(), cols}));
-      prev.index_put_({0, Slice(), cols}, hx[d]);
-      continue;
-    }
-    prev.index_put_({Slice(0, s.T - 1), Slice(), cols}, output.index({Slice(1, s.T), Slice(), cols}));
-    prev.index_put_({s.T - 1, Slice(), cols}, hx[d]);
-    if (batch_sizes == nullptr) continue;
-    // Running backwards, a shorter row starts at its own last step, from hx, while longer rows carry on.
-    for (int64_t t = 0; t + 1 < s.T; ++t) {
-      const int64_t started = batch_sizes[t + 1], running = batch_sizes[t];
-      if (started < running) {
-        prev.index_put_({t, Slice(started, running), cols}, hx.index({d, Slice(started, running)}));
-      }
-    }
-  }
-  return prev;
-}
-
-}  // namespace
 
 std::tuple<at::Tensor, at::Tensor> elman_layer_forward_with(ForwardRecurrence recurrence, const at::Tensor& input,
                                                             const at::Tensor& hx, const at::Tensor& weight_ih,
@@ -93,7 +55,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> elman_lay
   at::Tensor grad_input = at::mm(dz, w_ih).view({s.T, s.B, s.I});
   at::Tensor grad_weight_ih = at::mm(dz.t(), x).view({s.D, s.H, s.I});
   at::Tensor grad_bias = dz.sum(0).view({s.D, s.H});
-  const at::Tensor prev = previous_hidden_states(out, hx.contiguous(), s, bs);
+  const at::Tensor prev = previous_states(out, hx.contiguous(), s.D, s.H, bs);
   // (D, H, T*B) @ (D, T*B, H) -> (D, H, H)
   at::Tensor grad_weight_hh = at::bmm(dz.view({s.T * s.B, s.D, s.H}).permute({1, 2, 0}),
                                       prev.view({s.T * s.B, s.D, s.H}).transpose(0, 1));

@@ -8,14 +8,9 @@
 #include <tuple>
 
 #include "elman_args.h"
+#include "layer_states.h"
 
 namespace rnnfast {
-
-// Batch rows running at step t: batch_sizes[t] for a packed sequence (a host array), else all B.
-inline int64_t rows_at(const int64_t* batch_sizes, int64_t t, int64_t B) { return batch_sizes ? batch_sizes[t] : B; }
-
-// The i-th step direction d visits in the forward pass: 0..T-1, or T-1..0 for the reverse direction.
-inline int64_t step_at(int64_t d, int64_t i, int64_t T) { return d == 0 ? i : T - 1 - i; }
 
 // Runs the loop over time in place. On entry output (T, B, D*H) holds x_t W_ih^T + b for every step; on return
 // it holds h_t, with zeros at the steps past a row's length. h_n (D, B, H) receives each row's last state.

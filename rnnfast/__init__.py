@@ -4,7 +4,8 @@ from . import _ops  # noqa: F401  (registers the ops, their fake kernels and aut
 from . import parallel, scan
 from .convert import convert
 from .min_gru import MinGRU
-from .modules import RNN, RNNCell
+from .modules import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 from .parallel import elman_parallel
 
-__all__ = ["RNN", "RNNCell", "MinGRU", "convert", "elman_parallel", "parallel", "scan"]
+__all__ = ["GRU", "GRUCell", "LSTM", "LSTMCell", "MinGRU", "RNN", "RNNCell", "convert", "elman_parallel", "parallel",
+           "scan"]  # fmt: skip

@@ -1,6 +1,7 @@
-"""The layer stack of an Elman RNN: layers, directions and dropout, one fused op call per layer.
+"""The layer stacks of the Elman RNN, LSTM and GRU: layers, directions and dropout, one fused op call per layer.
 
-Tensors here are time-major and padded: input (T, B, I), hx (L*D, B, H). A packed sequence arrives as its
+Tensors here are time-major and padded: input (T, B, I), hx (L*D, B, H)
+(and c (L*D, B, H) for the LSTM). A packed sequence arrives as its
 batch_sizes (T,), with its rows sorted by length; the kernels run each row for its own length.
 """
 
@@ -13,23 +14,27 @@ from ._ops import ops
 MODES = ("sequential", "parallel", "auto")
 
 
-def _layer_forward(input, hx, weight_ih, weight_hh, bias, batch_sizes, relu):
-    """The forward op, skipping its Python autograd wrapper (about 13 us a call) when nothing needs a gradient, as
-    in inference: the wrapper would only find that out and call the kernel. Under torch.compile the op is always
-    called whole, for the tracer to see its autograd."""
-    if not torch.compiler.is_compiling() and not (
-        torch.is_grad_enabled()
-        and (input.requires_grad or hx.requires_grad or weight_ih.requires_grad or weight_hh.requires_grad
-             or (bias is not None and bias.requires_grad))  # fmt: skip
+def _call(op, *args):
+    """op(*args), skipping the op's Python autograd wrapper (about 13 us a call) when nothing needs a gradient,
+    as in inference: the wrapper would only find that out and call the kernel. Under torch.compile the op is
+    always called whole, for the tracer to see its autograd."""
+    if torch.compiler.is_compiling() or (
+        torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args)
     ):
-        with torch._C._AutoDispatchBelowAutograd():
-            return ops.elman_layer_forward.default(input, hx, weight_ih, weight_hh, bias, batch_sizes, relu)
-    return ops.elman_layer_forward(input, hx, weight_ih, weight_hh, bias, batch_sizes, relu)
+        return op(*args)
+    with torch._C._AutoDispatchBelowAutograd():
+        return op.default(*args)
 
 
 def _stack_directions(tensors):
     # One direction needs no copy: a view with a leading direction axis of size 1.
     return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)
+
+
+def _layer_weights(flat_weights, layer, num_directions, per_direction):
+    """The weights of one layer as one list per direction, in torch.nn's flat order."""
+    first = layer * num_directions
+    return [flat_weights[(first + d) * per_direction : (first + d + 1) * per_direction] for d in range(num_directions)]
 
 
 def _parallel_layer(layer_input, hx, weight_ih, weight_hh, bias, nonlinearity, options, reports):
@@ -48,6 +53,22 @@ def _parallel_layer(layer_input, hx, weight_ih, weight_hh, bias, nonlinearity, o
     return torch.cat(outputs, 2) if len(outputs) > 1 else outputs[0], torch.stack(h_n)
 
 
+def _stack(input, states, num_layers, bidirectional, dropout, training, run_layer):
+    """Runs the layers in turn, dropout between them. states is a tuple of (L*D, B, .) initial states;
+    run_layer(layer, layer_input, layer_states) runs one layer, both directions, given each state's (D, B, .)
+    slice, and returns its output and final states. Returns the last output and the final states (L*D, B, .)."""
+    num_directions = 2 if bidirectional else 1
+    layer_input, finals = input, []
+    for layer in range(num_layers):
+        rows = slice(layer * num_directions, (layer + 1) * num_directions)
+        output, layer_finals = run_layer(layer, layer_input, tuple(state[rows] for state in states))
+        finals.append(layer_finals)
+        if dropout > 0 and training and layer < num_layers - 1:
+            output = F.dropout(output, dropout, training=True)
+        layer_input = output
+    return layer_input, tuple(torch.cat(f, 0) if len(f) > 1 else f[0] for f in zip(*finals))
+
+
 def elman_rnn(input, hx, flat_weights, *, num_layers, bias, nonlinearity, bidirectional, dropout, training,
               batch_sizes=None, mode="sequential", newton_options=None, reports=None):
     """Runs the stack. flat_weights is torch.nn.RNN's order: per layer, per direction, w_ih, w_hh[, b_ih, b_hh].
@@ -57,15 +78,10 @@ def elman_rnn(input, hx, flat_weights, *, num_layers, bias, nonlinearity, bidire
     NewtonReports appended to reports); "auto" picks per layer by parallel.choose_mode. A packed sequence
     always runs sequentially: Newton's form needs every row to run all T steps."""
     num_directions = 2 if bidirectional else 1
-    per_direction = 4 if bias else 2
     relu = nonlinearity == "relu"
-    layer_input = input
-    h_n = []
-    for layer in range(num_layers):
-        first = layer * num_directions
-        groups = [
-            flat_weights[(first + d) * per_direction : (first + d + 1) * per_direction] for d in range(num_directions)
-        ]
+
+    def run_layer(layer, layer_input, states):
+        groups = _layer_weights(flat_weights, layer, num_directions, 4 if bias else 2)
         weight_ih = _stack_directions([g[0] for g in groups])  # (D, H, I)
         weight_hh = _stack_directions([g[1] for g in groups])  # (D, H, H)
         # b_ih and b_hh only ever appear summed; their gradients are equal.
@@ -75,28 +91,87 @@ def elman_rnn(input, hx, flat_weights, *, num_layers, bias, nonlinearity, bidire
             T, B, _ = layer_input.shape
             layer_mode = parallel.choose_mode(T, B, weight_hh.shape[-1], layer_input.device)
         if layer_mode == "parallel" and batch_sizes is None:
-            output, layer_h_n = _parallel_layer(layer_input, hx[first : first + num_directions], weight_ih,
-                                                weight_hh, layer_bias, nonlinearity,
-                                                newton_options or parallel.NewtonOptions(),
-                                                reports if reports is not None else [])  # fmt: skip
+            output, h_n = _parallel_layer(layer_input, states[0], weight_ih, weight_hh, layer_bias, nonlinearity,
+                                          newton_options or parallel.NewtonOptions(),
+                                          reports if reports is not None else [])  # fmt: skip
         else:
-            output, layer_h_n = _layer_forward(
-                layer_input, hx[first : first + num_directions], weight_ih, weight_hh, layer_bias, batch_sizes, relu
-            )
-        h_n.append(layer_h_n)
-        if dropout > 0 and training and layer < num_layers - 1:
-            output = F.dropout(output, dropout, training=True)
-        layer_input = output
-    return layer_input, torch.cat(h_n, 0) if len(h_n) > 1 else h_n[0]
+            output, h_n = _call(ops.elman_layer_forward, layer_input, states[0], weight_ih, weight_hh, layer_bias,
+                                batch_sizes, relu)  # fmt: skip
+        return output, (h_n,)
+
+    output, (h_n,) = _stack(input, (hx,), num_layers, bidirectional, dropout, training, run_layer)
+    return output, h_n
+
+
+def lstm(input, hx, flat_weights, *, num_layers, bias, proj_size, bidirectional, dropout, training,
+         batch_sizes=None):
+    """Runs the stack. hx is (h_0 (L*D, B, P), c_0 (L*D, B, H)) with P = proj_size or H. flat_weights is
+    torch.nn.LSTM's order: per layer, per direction, w_ih, w_hh[, b_ih, b_hh][, w_hr].
+    Returns output (T, B, D*P) and (h_n (L*D, B, P), c_n (L*D, B, H))."""
+    num_directions = 2 if bidirectional else 1
+    per_direction = 2 + (2 if bias else 0) + (1 if proj_size > 0 else 0)
+
+    def run_layer(layer, layer_input, states):
+        groups = _layer_weights(flat_weights, layer, num_directions, per_direction)
+        weight_ih = _stack_directions([g[0] for g in groups])  # (D, 4H, I)
+        weight_hh = _stack_directions([g[1] for g in groups])  # (D, 4H, P)
+        # Every LSTM gate adds b_ih + b_hh before its nonlinearity, so they are summed once here.
+        layer_bias = _stack_directions([g[2] + g[3] for g in groups]) if bias else None  # (D, 4H)
+        weight_hr = _stack_directions([g[-1] for g in groups]) if proj_size > 0 else None  # (D, P, H)
+        output, h_n, c_n, _ = _call(ops.lstm_layer_forward, layer_input, states[0], states[1], weight_ih, weight_hh,
+                                    layer_bias, weight_hr, batch_sizes)  # fmt: skip
+        return output, (h_n, c_n)
+
+    return _stack(input, hx, num_layers, bidirectional, dropout, training, run_layer)
+
+
+def gru(input, hx, flat_weights, *, num_layers, bias, bidirectional, dropout, training, batch_sizes=None):
+    """Runs the stack. flat_weights is torch.nn.GRU's order: per layer, per direction, w_ih, w_hh[, b_ih, b_hh].
+    Returns output (T, B, D*H) and h_n (L*D, B, H)."""
+    num_directions = 2 if bidirectional else 1
+
+    def run_layer(layer, layer_input, states):
+        groups = _layer_weights(flat_weights, layer, num_directions, 4 if bias else 2)
+        weight_ih = _stack_directions([g[0] for g in groups])  # (D, 3H, I)
+        weight_hh = _stack_directions([g[1] for g in groups])  # (D, 3H, H)
+        # Kept apart: b_hn sits inside the reset gate's product.
+        bias_ih = _stack_directions([g[2] for g in groups]) if bias else None  # (D, 3H)
+        bias_hh = _stack_directions([g[3] for g in groups]) if bias else None  # (D, 3H)
+        output, h_n, _ = _call(ops.gru_layer_forward, layer_input, states[0], weight_ih, weight_hh, bias_ih, bias_hh,
+                               batch_sizes)  # fmt: skip
+        return output, (h_n,)
+
+    output, (h_n,) = _stack(input, (hx,), num_layers, bidirectional, dropout, training, run_layer)
+    return output, h_n
 
 
 def elman_cell(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, nonlinearity):
     """One step: input (B, I), hx (B, H) -> h' (B, H), through the same fused op with T = 1."""
     bias = (bias_ih + bias_hh).unsqueeze(0) if bias_ih is not None else None
-    _, h_n = _layer_forward(
+    _, h_n = _call(
+        ops.elman_layer_forward,
         input.unsqueeze(0), hx.unsqueeze(0), weight_ih.unsqueeze(0), weight_hh.unsqueeze(0), bias, None,
         nonlinearity == "relu",
     )
+    return h_n[0]
+
+
+def lstm_cell(input, h, c, weight_ih, weight_hh, bias_ih, bias_hh):
+    """One step: input (B, I), h and c (B, H) -> h', c' (B, H), through the fused layer op with T = 1."""
+    bias = (bias_ih + bias_hh).unsqueeze(0) if bias_ih is not None else None
+    _, h_n, c_n, _ = _call(
+        ops.lstm_layer_forward,
+        input.unsqueeze(0), h.unsqueeze(0), c.unsqueeze(0), weight_ih.unsqueeze(0), weight_hh.unsqueeze(0), bias, None,
+        None,
+    )
+    return h_n[0], c_n[0]
+
+
+def gru_cell(input, hx, weight_ih, weight_hh, bias_ih, bias_hh):
+    """One step: input (B, I), hx (B, H) -> h' (B, H), through the fused layer op with T = 1."""
+    unsqueeze = lambda t: t.unsqueeze(0) if t is not None else None  # noqa: E731
+    _, h_n, _ = _call(ops.gru_layer_forward, input.unsqueeze(0), hx.unsqueeze(0), weight_ih.unsqueeze(0),
+                      weight_hh.unsqueeze(0), unsqueeze(bias_ih), unsqueeze(bias_hh), None)  # fmt: skip
     return h_n[0]
 
 

@@ -15,6 +15,16 @@ def same_error(call_torch, call_fast):
     assert str(got.value) == str(expected.value)
 
 
+def same_result_or_error(reference, fast, x, hx):
+    """fast(x, hx) returns what reference(x, hx) returns, or raises the same exception with the same message."""
+    try:
+        expected = reference(x, hx)
+    except Exception:
+        same_error(lambda: reference(x, hx), lambda: fast(x, hx))
+    else:
+        torch.testing.assert_close(fast(x, hx), expected)
+
+
 def twins(**kwargs):
     reference = torch.nn.RNN(**kwargs)
     fast = rnnfast.RNN(**kwargs)
@@ -52,12 +62,7 @@ def test_batch_first_module_behaves_as_torch_nn_on_the_same_inputs(make):
     # still fail with torch.nn's message naming the right sizes.
     reference, fast = twins(input_size=4, hidden_size=3, num_layers=2, batch_first=True)
     x, hx = make()
-    try:
-        expected = reference(x, hx)
-    except Exception:
-        same_error(lambda: reference(x, hx), lambda: fast(x, hx))
-    else:
-        torch.testing.assert_close(fast(x, hx), expected)
+    same_result_or_error(reference, fast, x, hx)
 
 
 def test_hx_of_another_dtype_names_hx():

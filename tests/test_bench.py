@@ -117,7 +117,8 @@ def test_quick_run_writes_every_measurement_table_and_plot(tmp_path):
 
     result = json.loads((out / "results.json").read_text())
     names = [i["name"] for i in result["implementations"]]
-    assert {"rnnfast.RNN", "torch.nn.RNN", "python loop", "torch.compile loop"} <= set(names)
+    assert {"rnnfast.RNN", "torch.nn.RNN", "python loop", "torch.compile loop", "rnnfast.LSTM", "torch.nn.LSTM",
+            "rnnfast.GRU", "torch.nn.GRU"} <= set(names)
     assert "--quick" in result["machine"]["command"]
     assert result["machine"]["torch_threads"] >= 1 and result["dtype"] == "float32"
     found = {(r["analysis"], tuple(sorted(r["shape"].items())), r["implementation"], r["mode"]): r
@@ -152,3 +153,22 @@ def test_quick_run_writes_every_measurement_table_and_plot(tmp_path):
     report = (out / "report.md").read_text()
     assert "![" in report and "| rnnfast.RNN" in report
     assert "Distance from the floor" in report
+
+
+def test_speedup_divides_by_the_baseline_of_the_implementations_own_cell():
+    from rnnfast.bench.sweeps import speedup
+
+    shape = {"batch": 1, "seq_len": 2, "input_size": 3, "hidden_size": 4}
+
+    def record(impl, cell, median_s):
+        return dict(analysis="standard", shape=shape, mode="forward", implementation=impl, cell=cell, status="ok",
+                    median_s=median_s)  # fmt: skip
+
+    records = [record("torch.nn.RNN", "RNN", 1.0), record("torch.nn.LSTM", "LSTM", 6.0),
+               record("rnnfast.LSTM", "LSTM", 2.0), record("python loop", "RNN", 4.0)]  # fmt: skip
+    assert speedup(records, "standard", shape, "forward", "rnnfast.LSTM") == 3.0
+    assert speedup(records, "standard", shape, "forward", "python loop") == 0.25
+    # Records written before the suite had cells are the Elman RNN's.
+    legacy = [{k: v for k, v in r.items() if k != "cell"} for r in records[:1]] + [record("x", "RNN", 2.0)]
+    del legacy[1]["cell"]
+    assert speedup(legacy, "standard", shape, "forward", "x") == 0.5

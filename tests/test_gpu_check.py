@@ -1,16 +1,21 @@
-"""The GPU check's timing and report code, run on the CPU against torch.nn.RNN with a tiny grid."""
+"""The GPU check's timing and report code, run on the CPU against torch.nn.RNN, LSTM and GRU with a tiny grid."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+# The script imports rnnfast; this checkout's, not another one installed in the environment.
+ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
 
 
 def test_gpu_check_writes_a_json_and_a_table_covering_every_shape_and_mode(tmp_path):
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--grid", "tiny",
-                    "--repeats", "2", "--warmup", "1", "--out", str(tmp_path)], check=True, cwd=ROOT)  # fmt: skip
+                    "--repeats", "2", "--warmup", "1", "--out", str(tmp_path)], check=True, cwd=ROOT, env=ENV)  # fmt: skip
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     shapes = {(r["batch"], r["hidden"], r["seq_len"], r["mode"]) for r in report["rows"]}
     assert shapes == {(b, h, t, m) for b, h, t in [(2, 8, 16), (4, 16, 8)] for m in ["forward", "forward+backward"]}
@@ -19,6 +24,19 @@ def test_gpu_check_writes_a_json_and_a_table_covering_every_shape_and_mode(tmp_p
         assert all(s > 0 for s in row["seconds"].values())
     table = (tmp_path / "gpu_check.md").read_text().splitlines()
     assert sum(line.startswith("| 2 | 8 | 16 |") or line.startswith("| 4 | 16 | 8 |") for line in table) == 4
+
+
+@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+def test_gpu_check_times_the_gated_layers_against_torch_nn(tmp_path, cell):
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--grid", "tiny",
+                    "--cell", cell, "--repeats", "2", "--warmup", "1", "--out", str(tmp_path)], check=True,
+                   cwd=ROOT, env=ENV)  # fmt: skip
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert report["meta"]["cell"] == cell and len(report["rows"]) == 4
+    for row in report["rows"]:
+        assert set(row["seconds"]) == {"torch.nn", "rnnfast-cpu"}
+        assert all(s > 0 for s in row["seconds"].values())
+    assert (tmp_path / "gpu_check.md").read_text().startswith(f"torch.nn.{cell} against rnnfast.{cell}.")
 
 
 def test_gpu_check_script_is_valid_bash():

@@ -110,3 +110,16 @@ def test_recurrence_floor_computes_one_bare_product_per_step():
     torch.library.opcheck(ops.recurrence_floor.default, (h0, w, 4))
     with pytest.raises(RuntimeError, match="expected h0 \\(B, H\\) and weight_hh \\(H, H\\)"):
         ops.recurrence_floor(h0, w[:, :4], 4)
+
+
+@pytest.mark.parametrize("name", ["LSTM", "GRU"])
+def test_gated_double_backward_raises_instead_of_giving_a_wrong_second_derivative(name):
+    # The Elman RNN's second derivatives work (test_double_backward.py); the gated layers' do not yet.
+    fast = getattr(rnnfast, name)(3, 4).double()
+    x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(fast(x)[0].sum(), x, create_graph=True)
+    with pytest.raises(NotImplementedError, match="double backward"):
+        grad.sum().backward()
+    # First derivatives still work afterwards.
+    fast(x)[0].sum().backward()
+    assert fast.weight_hh_l0.grad is not None

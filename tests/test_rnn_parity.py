@@ -8,7 +8,7 @@ from torch.nn.utils.rnn import pack_sequence, pad_sequence
 
 import rnnfast
 from reference import reference_rnn
-from rnn_pairs import assert_twins_agree, twin_rnns
+from rnn_pairs import assert_cells_agree, assert_same_dropout_masks, assert_twins_agree, twin_rnns
 
 GRID = list(
     itertools.product(
@@ -96,14 +96,7 @@ def test_matches_plain_python_reference_with_variable_lengths(bidirectional, non
 
 def test_dropout_between_layers_draws_the_same_mask_as_torch_nn():
     reference, fast = twin_rnns(input_size=3, hidden_size=8, num_layers=3, dropout=0.5)
-    x = torch.randn(6, 4, 3, dtype=torch.float64)
-    torch.manual_seed(7)
-    expected = reference(x)
-    torch.manual_seed(7)
-    got = fast(x)
-    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
-    # The mask really is applied: another draw gives another output.
-    assert not torch.allclose(fast(x)[0], got[0])
+    assert_same_dropout_masks(reference, fast)
 
 
 def test_dropout_is_off_in_eval_mode():
@@ -131,11 +124,4 @@ def test_cell_matches_torch_nn_rnncell(nonlinearity, bias, dtype):
     for x, hx in [(torch.randn(3, 4, dtype=dtype), torch.randn(3, 5, dtype=dtype)),
                   (torch.randn(3, 4, dtype=dtype), None),
                   (torch.randn(4, dtype=dtype), torch.randn(5, dtype=dtype))]:  # fmt: skip
-        leaves = [x.requires_grad_()] + ([hx.requires_grad_()] if hx is not None else [])
-        expected, got = reference(x, hx), fast(x, hx)
-        torch.testing.assert_close(got, expected, **tol)
-        w = torch.randn_like(expected)
-        ge = torch.autograd.grad((expected * w).sum(), leaves + list(reference.parameters()))
-        gg = torch.autograd.grad((got * w).sum(), leaves + list(fast.parameters()))
-        for a, b in zip(gg, ge, strict=True):
-            torch.testing.assert_close(a, b, **tol)
+        assert_cells_agree(reference, fast, x, hx, **tol)

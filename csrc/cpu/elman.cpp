@@ -2,7 +2,6 @@
 // so a bidirectional layer runs its two directions on two threads at once.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -13,6 +12,7 @@
 #include "../cell_math.h"
 #include "../elman_layer.h"
 #include "blas.h"
+#include "directions.h"
 #include "small_step.h"
 
 namespace rnnfast {
@@ -97,14 +97,6 @@ bool use_fused_step(int64_t H) {
   TORCH_CHECK(choice == "auto" || choice == "fused" || choice == "blas",
               "rnnfast: RNNFAST_CPU_STEP must be auto, fused or blas, got '", choice, "'");
   return choice == "fused" || (choice == "auto" && H <= kSmallStepMaxHidden);
-}
-
-// Directions are independent; on two or more threads each runs on its own (its BLAS calls single-threaded).
-template <typename F>
-void for_each_direction(int64_t D, const F& f) {
-  at::parallel_for(0, D, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t d = begin; d < end; ++d) f(d);
-  });
 }
 
 void forward_recurrence_cpu(at::Tensor& output, const at::Tensor& hx, const at::Tensor& weight_hh, at::Tensor& h_n,

@@ -20,17 +20,11 @@
 #include "../elman_layer.h"
 #include "cublas_gemm.h"
 #include "elman_persistent.h"
+#include "launch.h"
 
 namespace rnnfast {
 namespace cuda {
 namespace {
-
-constexpr int kElementwiseThreads = 256;
-
-
-inline unsigned blocks_for(int64_t n) {
-  return static_cast<unsigned>(std::max<int64_t>(1, (n + kElementwiseThreads - 1) / kElementwiseThreads));
-}
 
 // z: this step's slice of output (B rows of stride ld), holding x_t W_ih^T + b on entry and h_t on return;
 // recurrent: (B, H) = h_{t-1} W_hh^T in acc_t. Rows >= rows are past their sequence's end; rows in

@@ -1,5 +1,6 @@
-"""The built-in implementations: rnnfast's fused layer, torch.nn.RNN, and a plain Python loop over time, eager
-and under torch.compile. All run the weights and inputs of the same Problem."""
+"""The built-in implementations: rnnfast's fused layers and torch.nn's (RNN, LSTM, GRU), and a plain Python loop
+of the Elman recurrence, eager and under torch.compile. Those of one cell run the weights and inputs of the same
+Problem."""
 
 import copy
 
@@ -14,45 +15,59 @@ def _module_workload(module, problem):
 
     def forward():
         with torch.no_grad():
-            return module(problem.input, problem.hx)
+            output, hidden = module(problem.input, problem.initial_state)
+        return output, hidden[0] if isinstance(hidden, tuple) else hidden
 
     def forward_backward():
-        output, _ = module(x, problem.hx)
+        output, _ = module(x, problem.initial_state)
         return torch.autograd.grad(output, [x, *params], problem.grad_output)
 
     return Workload(forward, forward_backward)
 
 
-@register("torch.nn.RNN", "PyTorch's own layer (MKL/oneDNN on CPU, cuDNN on CUDA), the baseline")
-def build_torch_rnn(problem):
-    return _module_workload(problem.reference, problem)
+# The op each cell's rnnfast layer calls, to ask the dispatcher whether this build has a kernel for a device.
+_CELL_OPS = {"RNN": "elman_layer_forward", "LSTM": "lstm_layer_forward", "GRU": "gru_layer_forward"}
 
 
-def rnnfast_missing_reason(device: torch.device, dtype: torch.dtype):
-    """Why rnnfast's kernels cannot run on `device` in `dtype` in this build, or None when they can."""
-    from .._ops import ops
+def rnnfast_missing_reason(device: torch.device, dtype: torch.dtype, cell: str = "RNN"):
+    """Why rnnfast's kernels of `cell` cannot run on `device` in `dtype` in this build, or None when they can."""
+    import rnnfast
 
     key = "CUDA" if device.type == "cuda" else "CPU"
-    if not torch._C._dispatch_has_kernel_for_dispatch_key("rnnfast::elman_layer_forward", key):
-        return f"rnnfast has no {key} kernel in this build"
-    one = torch.zeros(1, 1, 1, device=device, dtype=dtype)
+    if not torch._C._dispatch_has_kernel_for_dispatch_key(f"rnnfast::{_CELL_OPS[cell]}", key):
+        return f"rnnfast has no {key} kernel for {cell} in this build"
     try:
-        ops.elman_layer_forward(one, one, one, one, None, None, False)
+        getattr(rnnfast, cell)(1, 1).to(device=device, dtype=dtype)(torch.zeros(1, 1, 1, device=device, dtype=dtype))
     except RuntimeError as error:  # NotImplementedError included: a dtype the kernels are not built for
         return f"rnnfast: {str(error).splitlines()[0]}"
     return None
 
 
 def _rnnfast_skip_reason(problem, limits):
-    return rnnfast_missing_reason(problem.device, problem.dtype)
+    return rnnfast_missing_reason(problem.device, problem.dtype, problem.cell)
 
 
-@register("rnnfast.RNN", "rnnfast's fused layer: one input-projection product, then a C++ loop over time",
-          skip_reason=_rnnfast_skip_reason)  # fmt: skip
+def build_torch_nn(problem):
+    return _module_workload(problem.reference, problem)
+
+
 def build_rnnfast(problem):
     from ..convert import convert
 
     return _module_workload(convert(copy.deepcopy(problem.reference)), problem)
+
+
+register("torch.nn.RNN", "PyTorch's own layer (MKL/oneDNN on CPU, cuDNN on CUDA), the baseline")(build_torch_nn)
+register("rnnfast.RNN", "rnnfast's fused layer: one input-projection product, then a C++ loop over time",
+         skip_reason=_rnnfast_skip_reason)(build_rnnfast)  # fmt: skip
+register("torch.nn.LSTM", "PyTorch's own LSTM (oneDNN on CPU, cuDNN on CUDA), the LSTM baseline",
+         cell="LSTM")(build_torch_nn)  # fmt: skip
+register("rnnfast.LSTM", "rnnfast's fused LSTM: one input-projection product, then a C++ loop over time",
+         skip_reason=_rnnfast_skip_reason, cell="LSTM")(build_rnnfast)  # fmt: skip
+register("torch.nn.GRU", "PyTorch's own GRU (its ATen loop on CPU, cuDNN on CUDA), the GRU baseline",
+         cell="GRU")(build_torch_nn)  # fmt: skip
+register("rnnfast.GRU", "rnnfast's fused GRU: one input-projection product, then a C++ loop over time",
+         skip_reason=_rnnfast_skip_reason, cell="GRU")(build_rnnfast)  # fmt: skip
 
 
 def _parallel_skip_reason(method):

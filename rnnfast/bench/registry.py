@@ -13,7 +13,7 @@ from .problem import Problem
 class Workload:
     """One implementation set up at one problem."""
 
-    # Inference: runs under torch.no_grad and returns (output (T, B, H), h_n (1, B, H)).
+    # Inference: runs under torch.no_grad and returns (output (T, B, H), h_n (1, B, H)); an LSTM's c_n is left out.
     forward: Callable[[], Tuple[torch.Tensor, torch.Tensor]]
     # Training step: forward, then backward from problem.grad_output; returns the gradients of
     # (input, weight_ih, weight_hh, bias_ih, bias_hh).
@@ -36,19 +36,27 @@ class Implementation:
     skip_reason: Callable[[Problem, Limits], Optional[str]]
     # "sequential" for loops over time; the parallel-in-time methods register as "parallel".
     family: str
+    # The torch.nn layer it computes, "RNN", "LSTM" or "GRU": it runs that layer's Problem and is compared with
+    # that layer's baseline, the implementation named baseline_name(cell).
+    cell: str = "RNN"
 
 
 _REGISTRY: Dict[str, Implementation] = {}
 
 
-def register(name: str, description: str, skip_reason=None, family: str = "sequential"):
-    """Decorator for a builder `build(problem) -> Workload`: makes it the implementation `name`."""
+def baseline_name(cell: str) -> str:
+    """The implementation every other implementation of `cell` is compared with: PyTorch's own layer."""
+    return f"torch.nn.{cell}"
+
+
+def register(name: str, description: str, skip_reason=None, family: str = "sequential", cell: str = "RNN"):
+    """Decorator for a builder `build(problem) -> Workload`: makes it the implementation `name` of `cell`."""
 
     def decorate(build):
         if name in _REGISTRY:
             raise ValueError(f"benchmark implementation {name!r} is already registered")
         _REGISTRY[name] = Implementation(name, description, build, skip_reason or (lambda problem, limits: None),
-                                         family)  # fmt: skip
+                                         family, cell)  # fmt: skip
         return build
 
     return decorate

@@ -1,18 +1,18 @@
-"""Measures the registered implementations at one shape: sets each up, checks it against torch.nn.RNN, then
-times them against each other, forward and forward+backward."""
+"""Measures the registered implementations at one shape: sets each up, checks it against its cell's torch.nn
+baseline (torch.nn.RNN, LSTM or GRU), then times those of each cell against each other, forward and
+forward+backward."""
 
 import time
 from typing import Callable, Dict, List, Sequence
 
 import torch
 
-from .implementations import build_torch_rnn
 from .plans import MODES, Shape
 from .problem import make_problem
-from .registry import Implementation, Limits
+from .registry import Implementation, Limits, baseline_name, registered
 from .timing import TimingConfig, time_interleaved
 
-# Largest relative difference from torch.nn.RNN still counted as the same result. Float32 sums over long
+# Largest relative difference from the torch.nn baseline still counted as the same result. Float32 sums over long
 # sequences and wide products differ in their last bits, and the recurrence carries the differences along.
 TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-3}
 LOW_PRECISION_TOLERANCE = 5e-2
@@ -39,10 +39,24 @@ def measure_shape(
 ) -> List[Dict]:
     """Returns one record per implementation and mode: its timing, or why it was skipped or failed.
     Calls tick once per mode."""
-    problem = make_problem(shape, device, dtype)
-    base = {"analysis": analysis, "shape": shape.as_dict()}
-    tolerance = TOLERANCE.get(dtype, LOW_PRECISION_TOLERANCE)
-    reference = build_torch_rnn(problem)
+    cells = list(dict.fromkeys(impl.cell for impl in impls))
+    prepared = [_prepare_cell(analysis, shape, cell, [i for i in impls if i.cell == cell], limits, device, dtype,
+                              synchronize) for cell in cells]  # fmt: skip
+    records = [r for cell_records, _, _ in prepared for r in cell_records]
+    for mode in MODES:
+        tick(f"{analysis} {mode} {shape.label}")
+        for cell, (_, workloads, expected) in zip(cells, prepared):
+            records += _time_cell(analysis, shape, cell, mode, workloads, expected, timing, dtype, synchronize)
+    return records
+
+
+def _prepare_cell(analysis, shape, cell, impls, limits, device, dtype, synchronize):
+    """Sets up the implementations of one cell on that cell's problem. Returns the records of those skipped or
+    failed, the workloads of the others (name -> (workload, setup seconds, results)) and the baseline's results."""
+    problem = make_problem(shape, device, dtype, cell=cell)
+    base = {"analysis": analysis, "shape": shape.as_dict(), "cell": cell}
+    (baseline,) = registered([baseline_name(cell)])
+    reference = baseline.build(problem)
     expected = {"forward": reference.forward(), "forward_backward": reference.forward_backward()}
     records, workloads = [], {}
     for impl in impls:
@@ -61,16 +75,20 @@ def measure_shape(
         synchronize()
         setup_s = time.perf_counter() - start
         workloads[impl.name] = (workload, setup_s, results)
+    return records, workloads, expected
 
-    for mode in MODES:
-        tick(f"{analysis} {mode} {shape.label}")
-        if not workloads:
-            continue
-        timings = time_interleaved({name: getattr(w, mode) for name, (w, _, _) in workloads.items()}, timing,
-                                   synchronize=synchronize)  # fmt: skip
-        for name, (_, setup_s, results) in workloads.items():
-            difference = relative_difference(results[mode], expected[mode])
-            records.append(dict(base, implementation=name, mode=mode, status="ok", setup_s=setup_s,
-                                relative_difference=difference, agrees=difference <= tolerance,
-                                **timings[name].as_dict()))  # fmt: skip
+
+def _time_cell(analysis, shape, cell, mode, workloads, expected, timing, dtype, synchronize):
+    """Times one cell's workloads against each other, interleaved, and checks each result against the baseline's."""
+    if not workloads:
+        return []
+    tolerance = TOLERANCE.get(dtype, LOW_PRECISION_TOLERANCE)
+    timings = time_interleaved({name: getattr(w, mode) for name, (w, _, _) in workloads.items()}, timing,
+                               synchronize=synchronize)  # fmt: skip
+    records = []
+    for name, (workload, setup_s, results) in workloads.items():
+        difference = relative_difference(results[mode], expected[mode])
+        records.append(dict(analysis=analysis, shape=shape.as_dict(), cell=cell, implementation=name, mode=mode,
+                            status="ok", setup_s=setup_s, relative_difference=difference,
+                            agrees=difference <= tolerance, **timings[name].as_dict()))  # fmt: skip
     return records

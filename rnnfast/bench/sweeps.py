@@ -5,9 +5,8 @@ import math
 from typing import Dict, List, Optional, Sequence
 
 from .plans import MODES
+from .registry import baseline_name
 from .tables import Section, milliseconds, timing_cell
-
-BASELINE = "torch.nn.RNN"
 MODE_TITLES = {"forward": "forward (inference)", "forward_backward": "forward+backward (training)"}
 
 
@@ -36,10 +35,19 @@ def median(record: Optional[Dict]) -> Optional[float]:
     return record["median_s"] if record is not None and record["status"] == "ok" else None
 
 
+def is_baseline(impl: str) -> bool:
+    return impl.startswith("torch.nn.")
+
+
 def speedup(records: List[Dict], analysis: str, shape: Dict, mode: str, impl: str) -> Optional[float]:
+    """The baseline's median over impl's, at one shape and mode; the baseline is impl's cell's torch.nn layer
+    (records made before the suite had several cells are all the Elman RNN's)."""
     found = index(records, analysis)
-    base = median(found.get((shape_key(shape), mode, BASELINE)))
-    own = median(found.get((shape_key(shape), mode, impl)))
+    record = found.get((shape_key(shape), mode, impl))
+    if record is None:
+        return None
+    base = median(found.get((shape_key(shape), mode, baseline_name(record.get("cell", "RNN")))))
+    own = median(record)
     return base / own if base and own else None
 
 
@@ -51,7 +59,7 @@ def standard_sections(records: List[Dict], impls: Sequence[str]) -> List[Section
         for mode in MODES:
             timing_rows.append([f"{shape_label(shape)} {mode}"]
                                + [timing_cell(found.get((shape_key(shape), mode, i))) for i in impls])  # fmt: skip
-    others = [i for i in impls if i != BASELINE]
+    others = [i for i in impls if not is_baseline(i)]
     speedup_rows = []
     for mode in MODES:
         ratios = {i: [] for i in others}
@@ -68,9 +76,11 @@ def standard_sections(records: List[Dict], impls: Sequence[str]) -> List[Section
                                for r in ratios.values()])  # fmt: skip
     return [
         Section("Standard shapes: median time per call (ms, ± half the interquartile range)", ["shape, mode", *impls],
-                timing_rows, ["(!) marks a result that differs from torch.nn.RNN's beyond the dtype's tolerance."],
+                timing_rows, ["(!) marks a result that differs from its torch.nn baseline's beyond the dtype's "
+                              "tolerance."],
                 None),  # fmt: skip
-        Section(f"Standard shapes: speed-up over {BASELINE} (its time / the implementation's)", ["shape, mode", *others],
+        Section("Standard shapes: speed-up over the torch.nn layer of the same cell (torch.nn.RNN, LSTM or GRU: its "
+                "time / the implementation's)", ["shape, mode", *others],
                 speedup_rows, [], "standard_speedup.png"),  # fmt: skip
     ]
 

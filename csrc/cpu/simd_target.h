@@ -1,0 +1,40 @@
+// Compiling a CPU loop a second time for AVX-512 and choosing at run time: the extension is built for the
+// baseline x86-64 target (SSE2) so that it loads on any x86-64 CPU, while most CPUs it runs on have wider vectors.
+#pragma once
+
+#include <cstdlib>
+#include <cstring>
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#define RNNFAST_HAVE_AVX512_VARIANT 1
+#define RNNFAST_TARGET_AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")))
+#else
+#define RNNFAST_HAVE_AVX512_VARIANT 0
+#endif
+
+#if defined(__GNUC__)
+// The loop bodies are inlined into each variant, so that they are compiled for that variant's target.
+#define RNNFAST_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define RNNFAST_ALWAYS_INLINE inline
+#endif
+
+namespace rnnfast {
+namespace cpu {
+
+#if RNNFAST_HAVE_AVX512_VARIANT
+// Whether to run the AVX-512 variants: the CPU has them, and RNNFAST_CPU_SIMD (read once) is not "baseline",
+// which the tests set to run the baseline variants on any CPU.
+inline bool cpu_has_avx512() {
+  static const bool use = [] {
+    const char* env = std::getenv("RNNFAST_CPU_SIMD");
+    if (env != nullptr && std::strcmp(env, "baseline") == 0) return false;
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
+  }();
+  return use;
+}
+#endif
+
+}  // namespace cpu
+}  // namespace rnnfast

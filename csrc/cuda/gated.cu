@@ -1,0 +1,189 @@
+// The CUDA loop over time of a gated layer (LSTM, GRU), general path: per step and direction one cuBLAS product
+// for the recurrent term and one fused pointwise kernel running the cell description of gate_math.h (gates,
+// state update, saved quantities, and the zeros past a row's length), into buffers allocated once per call.
+// float32 and float64. There is no persistent path for these cells yet.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <algorithm>
+
+#include "../gate_math.h"
+#include "../gated_layer.h"
+#include "cublas_gemm.h"
+#include "launch.h"
+
+namespace rnnfast {
+namespace cuda {
+namespace {
+
+// One thread per (row b, unit j) of a step. Rows >= rows are past their sequence's end: their output and
+// workspace are zeroed and their h and c left as they are.
+template <typename Cell, typename scalar_t>
+__global__ void forward_cells_kernel(const scalar_t* __restrict__ gates_x, int64_t ld_gates,
+                                     const scalar_t* __restrict__ gates_h, const scalar_t* __restrict__ bias_h,
+                                     scalar_t* __restrict__ ws, int64_t ld_ws, scalar_t* h, scalar_t* c,
+                                     scalar_t* m, scalar_t* __restrict__ out, int64_t ld_out, int64_t B, int64_t H,
+                                     int64_t P, int64_t rows) {
+  // gates_x, ws, out: this step's slices, row b at b * ld; gates_h: (B, G*H); h: (B, P); c, m: (B, H) or null.
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= B * H) return;
+  const int64_t b = i / H, j = i % H;
+  if (b >= rows) {
+    for (int64_t k = 0; k < Cell::spec.workspace_units; ++k) ws[b * ld_ws + k * H + j] = scalar_t(0);
+    if (j < P) out[b * ld_out + j] = scalar_t(0);
+    return;
+  }
+  scalar_t h_prev = scalar_t(0);
+  if constexpr (Cell::spec.direct_hidden_path) h_prev = h[b * P + j];
+  const scalar_t value = Cell::forward(gates_x + b * ld_gates, gates_h + b * Cell::spec.gates * H, bias_h, h_prev,
+                                       c ? c + b * H : nullptr, ws + b * ld_ws, j, H);
+  if (m) {
+    m[b * H + j] = value;  // projected to h by the product after this kernel
+  } else {
+    h[b * P + j] = value;
+    out[b * ld_out + j] = value;
+  }
+}
+
+// After the projection's product: h_t (rows, P) into the step's output.
+template <typename scalar_t>
+__global__ void store_projected_kernel(const scalar_t* __restrict__ h, scalar_t* __restrict__ out, int64_t ld_out,
+                                       int64_t P, int64_t rows) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= rows * P) return;
+  out[(i / P) * ld_out + i % P] = h[i];
+}
+
+// dL/dh_t = the output's gradient + the carried one, in place in grad_h_seq's step slice; zero past a row's end.
+template <typename scalar_t>
+__global__ void add_carried_kernel(scalar_t* __restrict__ grad, int64_t ld, const scalar_t* __restrict__ carried,
+                                   int64_t B, int64_t P, int64_t rows) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= B * P) return;
+  const int64_t b = i / P, j = i % P;
+  grad[b * ld + j] = b < rows ? grad[b * ld + j] + carried[i] : scalar_t(0);
+}
+
+template <typename Cell, typename scalar_t>
+__global__ void backward_cells_kernel(const scalar_t* __restrict__ grad_out, int64_t ld_grad_out,
+                                      const scalar_t* __restrict__ ws, int64_t ld_ws,
+                                      const scalar_t* __restrict__ prev_h, int64_t ld_prev, scalar_t* grad_gates_x,
+                                      scalar_t* grad_gates_h, int64_t ld_gates, scalar_t* grad_c,
+                                      scalar_t* grad_h_direct, int64_t B, int64_t H, int64_t P, int64_t rows) {
+  // grad_out: dL/d(cell output) rows; grad_gates_h may equal grad_gates_x; grad_c (B, H) or null;
+  // grad_h_direct (B, P).
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= B * H) return;
+  const int64_t b = i / H, j = i % H;
+  if (b >= rows) {
+    for (int64_t k = 0; k < Cell::spec.gates; ++k) {
+      grad_gates_x[b * ld_gates + k * H + j] = scalar_t(0);
+      grad_gates_h[b * ld_gates + k * H + j] = scalar_t(0);
+    }
+    return;
+  }
+  scalar_t h_prev = scalar_t(0);
+  if constexpr (Cell::spec.direct_hidden_path) h_prev = prev_h[b * ld_prev + j];
+  Cell::backward(grad_out[b * ld_grad_out + j], grad_c ? grad_c + b * H : nullptr, ws + b * ld_ws, h_prev,
+                 grad_gates_x + b * ld_gates, grad_gates_h + b * ld_gates, grad_h_direct + b * P, j, H);
+}
+
+template <typename Cell>
+void forward_recurrence_cuda(GatedForwardBuffers& buf, const GatedSizes& s, const int64_t* batch_sizes) {
+  const c10::cuda::CUDAGuard guard(buf.output.device());
+  AT_DISPATCH_FLOATING_TYPES(buf.output.scalar_type(), "gated_forward_cuda", [&] {
+    const int64_t B = s.B, H = s.H, P = s.P, GH = s.G * s.H, WH = s.W * s.H;
+    const int64_t ld_gates = s.D * GH, ld_out = s.D * P, ld_ws = s.D * WH;
+    // Allocated once per call, never inside the loop over time.
+    at::Tensor gates_h = at::empty({s.D, B, GH}, buf.output.options());  // (D, B, G*H)
+    const bool projected = buf.weight_hr.defined();
+    at::Tensor m = projected ? at::empty({s.D, B, H}, buf.output.options()) : at::Tensor();  // (D, B, H)
+    const auto stream = c10::cuda::getCurrentCUDAStream();
+    // Fetched once: setting the handle up per step would cost more host time than the step's launches.
+    const cublasHandle_t handle = at::cuda::getCurrentCUDABlasHandle();
+    const bool tf32 = at::globalContext().allowTF32CuDNN();
+    for (int64_t i = 0; i < s.T; ++i) {
+      for (int64_t d = 0; d < s.D; ++d) {
+        const int64_t t = step_at(d, i, s.T), rows = rows_at(batch_sizes, t, B);
+        scalar_t* h = buf.h.data_ptr<scalar_t>() + d * B * P;
+        scalar_t* gh = gates_h.data_ptr<scalar_t>() + d * B * GH;
+        scalar_t* m_d = projected ? m.data_ptr<scalar_t>() + d * B * H : nullptr;
+        scalar_t* out_t = buf.output.data_ptr<scalar_t>() + t * B * ld_out + d * P;
+        gemm_row_major<scalar_t, scalar_t>(handle, tf32, true, rows, GH, P, h, P,
+                                           buf.weight_hh.data_ptr<scalar_t>() + d * GH * P, P, gh, GH);
+        forward_cells_kernel<Cell, scalar_t><<<blocks_for(B * H), kElementwiseThreads, 0, stream>>>(
+            buf.gates_x.data_ptr<scalar_t>() + t * B * ld_gates + d * GH, ld_gates, gh,
+            buf.bias_h.defined() ? buf.bias_h.data_ptr<scalar_t>() + d * GH : nullptr,
+            buf.workspace.data_ptr<scalar_t>() + t * B * ld_ws + d * WH, ld_ws, h,
+            buf.c.defined() ? buf.c.data_ptr<scalar_t>() + d * B * H : nullptr, m_d, out_t, ld_out, B, H, P, rows);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        if (projected) {
+          gemm_row_major<scalar_t, scalar_t>(handle, tf32, true, rows, P, H, m_d, H,
+                                             buf.weight_hr.data_ptr<scalar_t>() + d * P * H, H, h, P);
+          store_projected_kernel<scalar_t><<<blocks_for(rows * P), kElementwiseThreads, 0, stream>>>(h, out_t, ld_out,
+                                                                                                  P, rows);
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
+        }
+      }
+    }
+  });
+}
+
+template <typename Cell>
+void backward_recurrence_cuda(GatedBackwardBuffers& buf, const GatedSizes& s, const int64_t* batch_sizes) {
+  const c10::cuda::CUDAGuard guard(buf.grad_h_seq.device());
+  AT_DISPATCH_FLOATING_TYPES(buf.grad_h_seq.scalar_type(), "gated_backward_cuda", [&] {
+    const int64_t B = s.B, H = s.H, P = s.P, GH = s.G * s.H, WH = s.W * s.H;
+    const int64_t ld_gates = s.D * GH, ld_out = s.D * P, ld_ws = s.D * WH;
+    const bool projected = buf.weight_hr.defined();
+    at::Tensor grad_m = projected ? at::empty({s.D, B, H}, buf.grad_h_seq.options()) : at::Tensor();  // (D, B, H)
+    const bool separate = buf.grad_gates_h.defined();
+    const auto stream = c10::cuda::getCurrentCUDAStream();
+    const cublasHandle_t handle = at::cuda::getCurrentCUDABlasHandle();
+    const bool tf32 = at::globalContext().allowTF32CuDNN();
+    const scalar_t beta = Cell::spec.direct_hidden_path ? 1 : 0;
+    for (int64_t i = s.T - 1; i >= 0; --i) {
+      for (int64_t d = 0; d < s.D; ++d) {
+        const int64_t t = step_at(d, i, s.T), rows = rows_at(batch_sizes, t, B);
+        scalar_t* dh_t = buf.grad_h_seq.data_ptr<scalar_t>() + t * B * ld_out + d * P;
+        scalar_t* carry_h = buf.grad_h.data_ptr<scalar_t>() + d * B * P;
+        scalar_t* dgx_t = buf.grad_gates_x.data_ptr<scalar_t>() + t * B * ld_gates + d * GH;
+        scalar_t* dgh_t = separate ? buf.grad_gates_h.data_ptr<scalar_t>() + t * B * ld_gates + d * GH : dgx_t;
+        scalar_t* grad_m_d = projected ? grad_m.data_ptr<scalar_t>() + d * B * H : nullptr;
+        add_carried_kernel<scalar_t><<<blocks_for(B * P), kElementwiseThreads, 0, stream>>>(dh_t, ld_out, carry_h,
+                                                                                              B, P, rows);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        if (projected) {
+          gemm_row_major<scalar_t, scalar_t>(handle, tf32, false, rows, H, P, dh_t, ld_out,
+                                             buf.weight_hr.data_ptr<scalar_t>() + d * P * H, H, grad_m_d, H);
+        }
+        backward_cells_kernel<Cell, scalar_t><<<blocks_for(B * H), kElementwiseThreads, 0, stream>>>(
+            projected ? grad_m_d : dh_t, projected ? H : ld_out,
+            buf.workspace.data_ptr<scalar_t>() + t * B * ld_ws + d * WH, ld_ws,
+            buf.prev_h.data_ptr<scalar_t>() + t * B * ld_out + d * P, ld_out, dgx_t, dgh_t, ld_gates,
+            buf.grad_c.defined() ? buf.grad_c.data_ptr<scalar_t>() + d * B * H : nullptr, carry_h, B, H, P, rows);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        // dL/dh_{t-1} for the running rows: the recurrent product, added to the direct part where the cell wrote
+        // one. The other rows keep the gradient they hold.
+        gemm_row_major<scalar_t, scalar_t>(handle, tf32, false, rows, P, GH, dgh_t, ld_gates,
+                                           buf.weight_hh.data_ptr<scalar_t>() + d * GH * P, P, carry_h, P, beta);
+      }
+    }
+  });
+}
+
+}  // namespace
+}  // namespace cuda
+}  // namespace rnnfast
+
+TORCH_LIBRARY_IMPL(rnnfast, CUDA, m) {
+  namespace rf = rnnfast;
+  m.impl("lstm_layer_forward", &rf::lstm_layer_forward_op<rf::cuda::forward_recurrence_cuda<rf::LstmCell>>);
+  m.impl("lstm_layer_backward", &rf::lstm_layer_backward_op<rf::cuda::backward_recurrence_cuda<rf::LstmCell>>);
+  m.impl("gru_layer_forward", &rf::gru_layer_forward_op<rf::cuda::forward_recurrence_cuda<rf::GruCell>>);
+  m.impl("gru_layer_backward", &rf::gru_layer_backward_op<rf::cuda::backward_recurrence_cuda<rf::GruCell>>);
+}

@@ -1,0 +1,27 @@
+// Helpers of the whole-sequence half of every layer (Elman and gated): the packed lengths as a host array and
+// the state each step started from, laid out as one matrix so a recurrent weight's gradient is one product.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Optional.h>
+
+#include <cstdint>
+
+namespace rnnfast {
+
+// Batch rows running at step t: batch_sizes[t] for a packed sequence (a host array), else all B.
+inline int64_t rows_at(const int64_t* batch_sizes, int64_t t, int64_t B) { return batch_sizes ? batch_sizes[t] : B; }
+
+// The i-th step direction d visits in the forward pass: 0..T-1, or T-1..0 for the reverse direction.
+inline int64_t step_at(int64_t d, int64_t i, int64_t T) { return d == 0 ? i : T - 1 - i; }
+
+// batch_sizes' values as a host array (kept alive by holder), or nullptr when every row runs all T steps.
+const int64_t* host_batch_sizes(const c10::optional<at::Tensor>& batch_sizes, at::Tensor& holder);
+
+// The state each step started from, laid out like output (T, B, D*width): the previous step's output, or hx
+// (D, B, width) for a row's first step (for the reverse direction a shorter row starts at its own last step).
+// Rows past a row's length are left as they fall: their gradients are zero.
+at::Tensor previous_states(const at::Tensor& output, const at::Tensor& hx, int64_t D, int64_t width,
+                           const int64_t* batch_sizes);
+
+}  // namespace rnnfast

@@ -1,0 +1,45 @@
+"""The CPU gated kernels' baseline (SSE2) and AVX-512 variants of the pointwise passes give the same bits, so a
+result does not depend on which CPU computed it. RNNFAST_CPU_SIMD=baseline forces the baseline variant; each run
+is its own process because the choice is made once per process."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import rnnfast
+
+RUN = r"""
+import sys, torch, rnnfast
+torch.manual_seed(0)
+results = []
+for name, extra in [("LSTM", {}), ("LSTM", {"proj_size": 5}), ("GRU", {})]:
+    module = getattr(rnnfast, name)(7, 37, num_layers=2, bidirectional=True, **extra)
+    x = torch.randn(9, 5, 7, requires_grad=True)
+    output, _ = module(x)
+    grads = torch.autograd.grad((output * torch.randn_like(output)).sum(), [x, *module.parameters()])
+    results += [output.detach(), *grads]
+torch.save(results, sys.argv[1])
+"""
+
+
+def run(path, simd):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(rnnfast.__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    env.pop("RNNFAST_CPU_SIMD", None)
+    if simd is not None:
+        env["RNNFAST_CPU_SIMD"] = simd
+    subprocess.run([sys.executable, "-c", RUN, str(path)], env=env, check=True, timeout=300)
+    return torch.load(path)
+
+
+def test_baseline_and_default_variants_give_identical_results(tmp_path):
+    baseline = run(tmp_path / "baseline.pt", "baseline")
+    default = run(tmp_path / "default.pt", None)
+    assert len(baseline) == len(default) > 0
+    for b, d in zip(baseline, default, strict=True):
+        assert torch.equal(b, d)
+    if not torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+        pytest.skip("this CPU has no AVX-512: both runs took the baseline variant")

@@ -1,0 +1,91 @@
+"""The CUDA general path of the LSTM and GRU kernels against torch.nn.LSTM / GRU on CUDA (cuDNN).
+Every test here is marked cuda and skips where no GPU is visible."""
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_sequence
+
+import rnnfast
+from rnn_pairs import assert_twins_agree, outputs_and_grads, twin_modules
+from test_gated_ops import gru_args, lstm_args
+
+pytestmark = pytest.mark.cuda
+ops = torch.ops.rnnfast
+KINDS = {"LSTM": ("LSTM", {}), "LSTM-proj": ("LSTM", {"proj_size": 3}), "GRU": ("GRU", {})}
+
+
+@pytest.fixture(autouse=True)
+def _exact_float32_in_cudnn(monkeypatch):
+    # Parity is checked against exact float32 products on both sides.
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+
+
+def initial_state(name, extra, num_states, batch, hidden_size, dtype=torch.float64):
+    h = torch.randn(num_states, batch, extra.get("proj_size", hidden_size), dtype=dtype, device="cuda")
+    if name == "GRU":
+        return h
+    return h, torch.randn(num_states, batch, hidden_size, dtype=dtype, device="cuda")
+
+
+def test_gated_kernels_are_registered_for_cuda():
+    for op in ["lstm_layer_forward", "lstm_layer_backward", "gru_layer_forward", "gru_layer_backward"]:
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"rnnfast::{op}", "CUDA")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("num_layers,bidirectional,batch_first,bias",
+                         [(1, False, False, True), (2, True, False, True), (2, True, True, False)])  # fmt: skip
+def test_float64_matches_cudnn(kind, num_layers, bidirectional, batch_first, bias):
+    name, extra = KINDS[kind]
+    T, B, I, H = 9, 4, 5, 16
+    options = dict(num_layers=num_layers, bias=bias, batch_first=batch_first, bidirectional=bidirectional)
+    reference, fast = twin_modules(name, torch.float64, "cuda", input_size=I, hidden_size=H, **options, **extra)
+    x = torch.randn((B, T, I) if batch_first else (T, B, I), dtype=torch.float64, device="cuda")
+    hx = initial_state(name, extra, num_layers * (2 if bidirectional else 1), B, H)
+    assert_twins_agree(reference, fast, x, hx)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_packed_sequences_match_cudnn(kind):
+    name, extra = KINDS[kind]
+    lengths = [3, 7, 1, 5, 7, 2]
+    packed = pack_sequence([torch.randn(n, 4, device="cuda", dtype=torch.float64) for n in lengths],
+                           enforce_sorted=False)  # fmt: skip
+    reference, fast = twin_modules(name, torch.float64, "cuda", input_size=4, hidden_size=5, num_layers=2,
+                                   bidirectional=True, **extra)  # fmt: skip
+    assert_twins_agree(reference, fast, packed, initial_state(name, extra, 4, len(lengths), 5))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("B,H", [(4, 64), (32, 256)], ids=str)
+def test_float32_error_within_multiple_of_cudnn(kind, B, H):
+    # rnnfast's float32 error against a float64 run is bounded by a multiple of cuDNN's own float32 error.
+    name, extra = KINDS[kind]
+    exact, _ = twin_modules(name, torch.float64, "cuda", input_size=16, hidden_size=H, bidirectional=True, **extra)
+    reference = getattr(torch.nn, name)(16, H, bidirectional=True, **extra).cuda()
+    fast = getattr(rnnfast, name)(16, H, bidirectional=True, **extra).cuda()
+    reference.load_state_dict(exact.state_dict())
+    fast.load_state_dict(exact.state_dict())
+    x = torch.randn(50, B, 16, device="cuda", dtype=torch.float64)
+    to32 = lambda s: tuple(t.float() for t in s) if isinstance(s, tuple) else s.float()  # noqa: E731
+    hx = initial_state(name, extra, 2, B, H)
+    truth = outputs_and_grads(exact, x, hx)
+    cudnn = outputs_and_grads(reference, x.float(), to32(hx))
+    ours = outputs_and_grads(fast, x.float(), to32(hx))
+    for t, c, o in zip(truth, cudnn, ours, strict=True):
+        cudnn_error = (c.double() - t).abs().max().item()
+        our_error = (o.double() - t).abs().max().item()
+        assert our_error <= 3 * cudnn_error + 1e-6 * t.abs().max().item(), (our_error, cudnn_error)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_gated_ops_pass_gradcheck_and_opcheck_on_cuda(packed):
+    batch_sizes = torch.tensor([3, 3, 2, 1]) if packed else None
+    to_cuda = lambda args: tuple(  # noqa: E731
+        a.detach().cuda().requires_grad_() if isinstance(a, torch.Tensor) and a is not batch_sizes else a
+        for a in args)
+    for args, op, outputs in [(lstm_args(D=2, H=4, P=2, batch_sizes=batch_sizes), ops.lstm_layer_forward, 3),
+                              (gru_args(D=2, batch_sizes=batch_sizes), ops.gru_layer_forward, 2)]:  # fmt: skip
+        args = to_cuda(args)
+        torch.autograd.gradcheck(lambda *a, op=op, n=outputs: op(*a)[:n], args, eps=1e-6, atol=1e-7)
+        torch.library.opcheck(op.default, args)
