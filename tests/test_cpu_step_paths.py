@@ -2,6 +2,10 @@
 pass, give torch.nn.RNN's numbers on either side of the automatic threshold, at hidden sizes that hit every
 edge of the fused kernel's register tile (full tiles, partial columns, partial rows)."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch.nn.utils.rnn import pack_sequence
@@ -41,3 +45,22 @@ def test_unknown_step_kernel_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("RNNFAST_CPU_STEP", "fastest")
     with pytest.raises(RuntimeError, match="RNNFAST_CPU_STEP must be auto, fused or blas, got 'fastest'"):
         rnnfast.RNN(3, 4)(torch.randn(5, 2, 3))
+
+
+BASELINE_RUN = r"""
+import torch, rnnfast
+from rnn_pairs import assert_twins_agree, twin_rnns
+for H in (7, 65, 130):
+    for dtype in (torch.float64, torch.float32):
+        reference, fast = twin_rnns(dtype, input_size=3, hidden_size=H, num_layers=2, bidirectional=True)
+        assert_twins_agree(reference, fast, torch.randn(5, 6, 3, dtype=dtype), torch.randn(4, 6, H, dtype=dtype))
+"""
+
+
+def test_fused_step_baseline_variant_matches_torch_nn():
+    # The instruction-set variant is chosen once per process, so the baseline (SSE2, no FMA) one runs in its own.
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(rnnfast.__file__)))
+    env = dict(os.environ, RNNFAST_CPU_SIMD="baseline", RNNFAST_CPU_STEP="fused",
+               PYTHONPATH=os.pathsep.join([root, tests_dir, os.environ.get("PYTHONPATH", "")]))  # fmt: skip
+    subprocess.run([sys.executable, "-c", BASELINE_RUN], env=env, check=True, timeout=300)

@@ -7,7 +7,10 @@
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #define RNNFAST_HAVE_AVX512_VARIANT 1
-#define RNNFAST_TARGET_AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")))
+// GCC prefers 256-bit vectors even with AVX-512 enabled unless told otherwise.
+#define RNNFAST_TARGET_AVX512 \
+  __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,prefer-vector-width=512")))
+#define RNNFAST_TARGET_AVX2 __attribute__((target("avx2,fma")))
 #else
 #define RNNFAST_HAVE_AVX512_VARIANT 0
 #endif
@@ -31,6 +34,16 @@ inline bool cpu_has_avx512() {
     if (env != nullptr && std::strcmp(env, "baseline") == 0) return false;
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
            __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
+  }();
+  return use;
+}
+
+// Whether to run AVX2+FMA variants, where a kernel has them, on a CPU without AVX-512 (the same override).
+inline bool cpu_has_avx2() {
+  static const bool use = [] {
+    const char* env = std::getenv("RNNFAST_CPU_SIMD");
+    if (env != nullptr && std::strcmp(env, "baseline") == 0) return false;
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   }();
   return use;
 }

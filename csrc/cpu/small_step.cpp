@@ -2,7 +2,10 @@
 #include "small_step.h"
 
 #include <algorithm>
+#include <cmath>
 #include <type_traits>
+
+#include "simd_target.h"
 
 namespace rnnfast {
 namespace cpu {
@@ -17,8 +20,10 @@ constexpr int64_t kColumns = 256 / sizeof(scalar_t);
 
 // acc[r][0:width] += in[r][0:K] @ m[0:K, 0:width] for r < rows (rows <= kRows), m row-major with stride ld_m.
 // rows and width are either int64_t or std::integral_constant: passed as constants, the loops have fixed trip
-// counts and unroll into whole vector registers.
-template <typename scalar_t, typename Rows, typename Width>
+// counts and unroll into whole vector registers. The build compiles with -ffp-contract=off (so that the gated
+// cells' pointwise variants agree bit for bit), which would split every multiply-add here in two; the variants
+// with FMA hardware (use_fma) ask for the fused instruction explicitly.
+template <bool use_fma, typename scalar_t, typename Rows, typename Width>
 __attribute__((always_inline)) inline void accumulate_tile(scalar_t (&acc)[kRows][kColumns<scalar_t>], Rows rows,
                                                            Width width, const scalar_t* in, int64_t ld_in,
                                                            const scalar_t* m, int64_t ld_m, int64_t K) {
@@ -26,7 +31,7 @@ __attribute__((always_inline)) inline void accumulate_tile(scalar_t (&acc)[kRows
     const scalar_t* row = m + k * ld_m;
     for (int64_t r = 0; r < rows; ++r) {
       const scalar_t s = in[r * ld_in + k];
-      for (int64_t i = 0; i < width; ++i) acc[r][i] += s * row[i];
+      for (int64_t i = 0; i < width; ++i) acc[r][i] = use_fma ? std::fma(s, row[i], acc[r][i]) : acc[r][i] + s * row[i];
     }
   }
 }
@@ -35,21 +40,21 @@ template <int64_t n>
 using Constant = std::integral_constant<int64_t, n>;
 
 // acc = in (rows x H) @ m (H x H)[:, j0 : j0 + width] for one tile, unrolled when the tile is full.
-template <typename scalar_t>
+template <bool use_fma, typename scalar_t>
 __attribute__((always_inline)) inline void product_tile(scalar_t (&acc)[kRows][kColumns<scalar_t>], int64_t rows,
                                                         int64_t width, const scalar_t* in, int64_t ld_in,
                                                         const scalar_t* m, int64_t H) {
   constexpr int64_t columns = kColumns<scalar_t>;
   if (rows == kRows && width == columns) {
-    accumulate_tile(acc, Constant<kRows>{}, Constant<columns>{}, in, ld_in, m, H, H);
+    accumulate_tile<use_fma>(acc, Constant<kRows>{}, Constant<columns>{}, in, ld_in, m, H, H);
   } else if (rows == 1 && width == columns) {
-    accumulate_tile(acc, Constant<1>{}, Constant<columns>{}, in, ld_in, m, H, H);
+    accumulate_tile<use_fma>(acc, Constant<1>{}, Constant<columns>{}, in, ld_in, m, H, H);
   } else {
-    accumulate_tile(acc, rows, width, in, ld_in, m, H, H);
+    accumulate_tile<use_fma>(acc, rows, width, in, ld_in, m, H, H);
   }
 }
 
-template <typename scalar_t, Activation A>
+template <bool use_fma, typename scalar_t, Activation A>
 __attribute__((always_inline)) inline void forward_body(scalar_t* z, int64_t ld_z, const scalar_t* h_prev,
                                                         int64_t ld_h, const scalar_t* w_t, int64_t H, int64_t rows) {
   constexpr int64_t columns = kColumns<scalar_t>;
@@ -59,7 +64,7 @@ __attribute__((always_inline)) inline void forward_body(scalar_t* z, int64_t ld_
       const int64_t width = std::min(columns, H - j0);
       scalar_t acc[kRows][columns];  // (kRows, columns): pre-activations of this tile
       for (int64_t r = 0; r < tile_rows; ++r) std::copy_n(z + (b0 + r) * ld_z + j0, width, acc[r]);
-      product_tile(acc, tile_rows, width, h_prev + b0 * ld_h, ld_h, w_t + j0, H);
+      product_tile<use_fma>(acc, tile_rows, width, h_prev + b0 * ld_h, ld_h, w_t + j0, H);
       for (int64_t r = 0; r < tile_rows; ++r) {
         scalar_t* zr = z + (b0 + r) * ld_z + j0;
         for (int64_t i = 0; i < width; ++i) zr[i] = ActivationFn<A>::forward(acc[r][i]);
@@ -68,7 +73,7 @@ __attribute__((always_inline)) inline void forward_body(scalar_t* z, int64_t ld_
   }
 }
 
-template <typename scalar_t, Activation A>
+template <bool use_fma, typename scalar_t, Activation A>
 __attribute__((always_inline)) inline void backward_body(scalar_t* grad_z, const scalar_t* h, int64_t ld,
                                                          scalar_t* grad_h, const scalar_t* w, int64_t H,
                                                          int64_t rows) {
@@ -84,67 +89,52 @@ __attribute__((always_inline)) inline void backward_body(scalar_t* grad_z, const
     for (int64_t k0 = 0; k0 < H; k0 += columns) {
       const int64_t width = std::min(columns, H - k0);
       scalar_t acc[kRows][columns] = {};  // (kRows, columns): dL/dh_{t-1} of this tile
-      product_tile(acc, tile_rows, width, grad_z + b0 * ld, ld, w + k0, H);
+      product_tile<use_fma>(acc, tile_rows, width, grad_z + b0 * ld, ld, w + k0, H);
       for (int64_t r = 0; r < tile_rows; ++r) std::copy_n(acc[r], width, grad_h + (b0 + r) * H + k0);
     }
   }
 }
 
-// One copy of each kernel per instruction set. GCC prefers 256-bit vectors on AVX-512 unless told otherwise.
-#define RNNFAST_SMALL_STEP_KERNELS(SUFFIX, TARGET_ATTRIBUTE)                                                       \
+// One copy of each kernel per instruction set (simd_target.h): AVX-512 and AVX2 with FMA, and the baseline.
+#define RNNFAST_SMALL_STEP_KERNELS(SUFFIX, TARGET_ATTRIBUTE, USE_FMA)                                              \
   template <typename scalar_t, Activation A>                                                                      \
-  TARGET_ATTRIBUTE void forward_##SUFFIX(scalar_t* z, int64_t ld_z, const scalar_t* h_prev,       \
-                                                        int64_t ld_h, const scalar_t* w_t, int64_t H,            \
-                                                        int64_t rows) {                                          \
-    forward_body<scalar_t, A>(z, ld_z, h_prev, ld_h, w_t, H, rows);                                               \
+  TARGET_ATTRIBUTE void forward_##SUFFIX(scalar_t* z, int64_t ld_z, const scalar_t* h_prev, int64_t ld_h,         \
+                                         const scalar_t* w_t, int64_t H, int64_t rows) {                          \
+    forward_body<USE_FMA, scalar_t, A>(z, ld_z, h_prev, ld_h, w_t, H, rows);                                      \
   }                                                                                                               \
   template <typename scalar_t, Activation A>                                                                      \
-  TARGET_ATTRIBUTE void backward_##SUFFIX(scalar_t* grad_z, const scalar_t* h, int64_t ld,        \
-                                                         scalar_t* grad_h, const scalar_t* w, int64_t H,         \
-                                                         int64_t rows) {                                         \
-    backward_body<scalar_t, A>(grad_z, h, ld, grad_h, w, H, rows);                                                \
+  TARGET_ATTRIBUTE void backward_##SUFFIX(scalar_t* grad_z, const scalar_t* h, int64_t ld, scalar_t* grad_h,      \
+                                          const scalar_t* w, int64_t H, int64_t rows) {                           \
+    backward_body<USE_FMA, scalar_t, A>(grad_z, h, ld, grad_h, w, H, rows);                                       \
   }
 
-RNNFAST_SMALL_STEP_KERNELS(avx512, __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma,prefer-vector-width=512"))))
-RNNFAST_SMALL_STEP_KERNELS(avx2, __attribute__((target("avx2,fma"))))
-RNNFAST_SMALL_STEP_KERNELS(baseline, )
+#if RNNFAST_HAVE_AVX512_VARIANT
+RNNFAST_SMALL_STEP_KERNELS(avx512, RNNFAST_TARGET_AVX512, true)
+RNNFAST_SMALL_STEP_KERNELS(avx2, RNNFAST_TARGET_AVX2, true)
+#endif
+RNNFAST_SMALL_STEP_KERNELS(baseline, , false)
 #undef RNNFAST_SMALL_STEP_KERNELS
-
-enum class Isa { Avx512, Avx2, Baseline };
-
-Isa detected_isa() {
-  static const Isa isa = [] {
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-        __builtin_cpu_supports("avx512dq")) {
-      return Isa::Avx512;
-    }
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::Avx2;
-    return Isa::Baseline;
-  }();
-  return isa;
-}
 
 }  // namespace
 
 template <typename scalar_t, Activation A>
 void forward_step_small(scalar_t* z, int64_t ld_z, const scalar_t* h_prev, int64_t ld_h, const scalar_t* w_hh_t,
                         int64_t H, int64_t rows) {
-  switch (detected_isa()) {
-    case Isa::Avx512: return forward_avx512<scalar_t, A>(z, ld_z, h_prev, ld_h, w_hh_t, H, rows);
-    case Isa::Avx2: return forward_avx2<scalar_t, A>(z, ld_z, h_prev, ld_h, w_hh_t, H, rows);
-    case Isa::Baseline: return forward_baseline<scalar_t, A>(z, ld_z, h_prev, ld_h, w_hh_t, H, rows);
-  }
+#if RNNFAST_HAVE_AVX512_VARIANT
+  if (cpu_has_avx512()) return forward_avx512<scalar_t, A>(z, ld_z, h_prev, ld_h, w_hh_t, H, rows);
+  if (cpu_has_avx2()) return forward_avx2<scalar_t, A>(z, ld_z, h_prev, ld_h, w_hh_t, H, rows);
+#endif
+  forward_baseline<scalar_t, A>(z, ld_z, h_prev, ld_h, w_hh_t, H, rows);
 }
 
 template <typename scalar_t, Activation A>
 void backward_step_small(scalar_t* grad_z, const scalar_t* h, int64_t ld, scalar_t* grad_h, const scalar_t* w_hh,
                          int64_t H, int64_t rows) {
-  switch (detected_isa()) {
-    case Isa::Avx512: return backward_avx512<scalar_t, A>(grad_z, h, ld, grad_h, w_hh, H, rows);
-    case Isa::Avx2: return backward_avx2<scalar_t, A>(grad_z, h, ld, grad_h, w_hh, H, rows);
-    case Isa::Baseline: return backward_baseline<scalar_t, A>(grad_z, h, ld, grad_h, w_hh, H, rows);
-  }
+#if RNNFAST_HAVE_AVX512_VARIANT
+  if (cpu_has_avx512()) return backward_avx512<scalar_t, A>(grad_z, h, ld, grad_h, w_hh, H, rows);
+  if (cpu_has_avx2()) return backward_avx2<scalar_t, A>(grad_z, h, ld, grad_h, w_hh, H, rows);
+#endif
+  backward_baseline<scalar_t, A>(grad_z, h, ld, grad_h, w_hh, H, rows);
 }
 
 #define RNNFAST_INSTANTIATE(T, ACT)                                                                          \
