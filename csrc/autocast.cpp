@@ -1,7 +1,8 @@
-// Automatic mixed precision (torch.autocast) for the layer ops. Inside an autocast region torch.nn.RNN computes
-// in the region's lower-precision dtype (its products are autocast's "lower precision" ops), so the forward op
-// does too: its float32 arguments are cast to that dtype, as autocast casts a matmul's, and the op runs below
-// autocast in that dtype. The backward op needs no rule: autograd hands it gradients in the forward's dtype.
+// Automatic mixed precision (torch.autocast) for the layer ops. Inside an autocast region torch.nn.RNN, LSTM and
+// GRU compute in the region's lower-precision dtype (their products are autocast's "lower precision" ops), so
+// the forward ops do too: their float32 arguments are cast to that dtype, as autocast casts a matmul's, and the
+// op runs below autocast in that dtype. The backward ops need no rule: autograd hands them gradients in the
+// forward's dtype.
 #include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>
 #include <torch/library.h>
@@ -11,32 +12,56 @@
 namespace rnnfast {
 namespace {
 
-template <c10::DeviceType device>
-std::tuple<at::Tensor, at::Tensor> elman_layer_forward_autocast(const at::Tensor& input, const at::Tensor& hx,
-                                                                const at::Tensor& weight_ih,
-                                                                const at::Tensor& weight_hh,
-                                                                const c10::optional<at::Tensor>& bias,
-                                                                const c10::optional<at::Tensor>& batch_sizes,
-                                                                bool relu) {
-  c10::impl::ExcludeDispatchKeyGuard no_autocast(at::autocast::get_autocast_dispatch_key_from_device_type(device));
-  static const auto op = c10::Dispatcher::singleton()
-                              .findSchemaOrThrow("rnnfast::elman_layer_forward", "")
-                              .typed<decltype(elman_layer_forward_autocast<device>)>();
-  // cached_cast casts only float32 tensors of this device type (as autocast does) and reuses the cast of a
-  // weight within one autocast region.
-  const at::ScalarType dtype = at::autocast::get_autocast_dtype(device);
-  const auto cast = [&](const at::Tensor& t) { return at::autocast::cached_cast(dtype, t, device); };
-  const c10::optional<at::Tensor> cast_bias = bias.has_value() ? c10::optional<at::Tensor>(cast(*bias)) : c10::nullopt;
-  return op.call(cast(input), cast(hx), cast(weight_ih), cast(weight_hh), cast_bias, batch_sizes, relu);
+// The argument as autocast would cast it for a lower-precision op: float32 tensors of this device type to the
+// region's dtype (at::autocast::cached_cast, which also reuses a weight's cast within one region); anything
+// else as it is.
+template <typename T>
+const T& cast_for_autocast(const T& arg, at::ScalarType, c10::DeviceType) { return arg; }
+at::Tensor cast_for_autocast(const at::Tensor& t, at::ScalarType dtype, c10::DeviceType device) {
+  return at::autocast::cached_cast(dtype, t, device);
 }
+c10::optional<at::Tensor> cast_for_autocast(const c10::optional<at::Tensor>& t, at::ScalarType dtype,
+                                            c10::DeviceType device) {
+  return t.has_value() ? c10::optional<at::Tensor>(cast_for_autocast(*t, dtype, device)) : c10::nullopt;
+}
+
+// The autocast kernel of the op `name` with signature Result(Args...): cast, then call the op below autocast.
+template <c10::DeviceType device, const char* name, typename Signature>
+struct AutocastRule;
+
+template <c10::DeviceType device, const char* name, typename Result, typename... Args>
+struct AutocastRule<device, name, Result(Args...)> {
+  static Result call(Args... args) {
+    c10::impl::ExcludeDispatchKeyGuard no_autocast(at::autocast::get_autocast_dispatch_key_from_device_type(device));
+    static const auto op = c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Result(Args...)>();
+    const at::ScalarType dtype = at::autocast::get_autocast_dtype(device);
+    return op.call(cast_for_autocast(args, dtype, device)...);
+  }
+};
+
+using OptionalTensor = const c10::optional<at::Tensor>&;
+using T = const at::Tensor&;
+using ElmanForward = std::tuple<at::Tensor, at::Tensor>(T, T, T, T, OptionalTensor, OptionalTensor, bool);
+using LstmForward = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>(T, T, T, T, T, OptionalTensor,
+                                                                               OptionalTensor, OptionalTensor);
+
+constexpr char kElmanForward[] = "rnnfast::elman_layer_forward";
+constexpr char kLstmForward[] = "rnnfast::lstm_layer_forward";
 
 }  // namespace
 }  // namespace rnnfast
 
+// As torch.nn does: on the CPU its RNN and LSTM run in the lower precision under autocast, its GRU in float32
+// (so the GRU op has no CPU rule and runs in its arguments' dtype). On CUDA torch.nn runs all three in the lower
+// precision; rnnfast's gated CUDA kernels have no 16-bit types yet, so there the LSTM and GRU ops have no rule
+// and run in float32 (docs/dropin.md).
 TORCH_LIBRARY_IMPL(rnnfast, AutocastCPU, m) {
-  m.impl("elman_layer_forward", &rnnfast::elman_layer_forward_autocast<c10::DeviceType::CPU>);
+  using namespace rnnfast;
+  m.impl("elman_layer_forward", &AutocastRule<c10::DeviceType::CPU, kElmanForward, ElmanForward>::call);
+  m.impl("lstm_layer_forward", &AutocastRule<c10::DeviceType::CPU, kLstmForward, LstmForward>::call);
 }
 
 TORCH_LIBRARY_IMPL(rnnfast, AutocastCUDA, m) {
-  m.impl("elman_layer_forward", &rnnfast::elman_layer_forward_autocast<c10::DeviceType::CUDA>);
+  using namespace rnnfast;
+  m.impl("elman_layer_forward", &AutocastRule<c10::DeviceType::CUDA, kElmanForward, ElmanForward>::call);
 }

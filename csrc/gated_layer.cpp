@@ -1,6 +1,7 @@
 #include "gated_layer.h"
 
 #include <ATen/ATen.h>
+#include <ATen/autocast_mode.h>
 
 namespace rnnfast {
 namespace {
@@ -26,6 +27,8 @@ ForwardResult gated_forward(const CellSpec& cell, GatedForwardRecurrence recurre
                             const at::Tensor& weight_hh, const c10::optional<at::Tensor>& bias_x,
                             const c10::optional<at::Tensor>& bias_h, const c10::optional<at::Tensor>& weight_hr,
                             const c10::optional<at::Tensor>& batch_sizes) {
+  // The products below are in the op's own dtype even inside an autocast region (csrc/autocast.cpp).
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   const GatedSizes s =
       check_gated_forward_args(cell, input, hx, cx, weight_ih, weight_hh, bias_x, bias_h, weight_hr, batch_sizes);
   at::Tensor bs_holder;
@@ -63,6 +66,7 @@ BackwardResult gated_backward(const CellSpec& cell, GatedBackwardRecurrence recu
                               const at::Tensor& weight_hh, const c10::optional<at::Tensor>& weight_hr,
                               const at::Tensor& output, const at::Tensor& workspace,
                               const c10::optional<at::Tensor>& batch_sizes) {
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   const GatedSizes s = check_gated_forward_args(cell, input, hx, cx, weight_ih, weight_hh, c10::nullopt,
                                                 c10::nullopt, weight_hr, batch_sizes);
   check_gated_backward_args(cell, s, input, grad_output, grad_h_n, grad_c_n, output, workspace);

@@ -14,6 +14,7 @@
 #include "blas.h"
 #include "directions.h"
 #include "small_step.h"
+#include "widened.h"
 
 namespace rnnfast {
 namespace cpu {
@@ -135,34 +136,10 @@ void backward_recurrence_cpu(at::Tensor& grad_z, at::Tensor& grad_h, const at::T
   });
 }
 
-// bfloat16 and float16 (autocast's CPU dtypes) have no BLAS product here, so a 16-bit layer runs on float32
-// copies of its arguments and rounds its results once at the end: float32 accumulation, as on CUDA, and no
-// rounding of the hidden state between steps. The arguments are checked first, so a dtype mismatch between
-// them is still reported rather than widened away.
-bool is_16bit(const at::Tensor& t) { return t.scalar_type() == at::kBFloat16 || t.scalar_type() == at::kHalf; }
-
-at::Tensor widened(const at::Tensor& t) { return t.to(at::kFloat); }
-
-c10::optional<at::Tensor> widened(const c10::optional<at::Tensor>& t) {
-  return t.has_value() ? c10::optional<at::Tensor>(widened(*t)) : c10::nullopt;
-}
-
-template <typename... Tensors>
-auto narrowed(at::ScalarType dtype, std::tuple<Tensors...> results) {
-  std::apply([&](auto&... t) { ((t = t.to(dtype)), ...); }, results);
-  return results;
-}
-
 std::tuple<at::Tensor, at::Tensor> elman_layer_forward_cpu(const at::Tensor& input, const at::Tensor& hx,
                                                            const at::Tensor& weight_ih, const at::Tensor& weight_hh,
                                                            const c10::optional<at::Tensor>& bias,
                                                            const c10::optional<at::Tensor>& batch_sizes, bool relu) {
-  if (is_16bit(input)) {
-    check_elman_forward_args(input, hx, weight_ih, weight_hh, bias, batch_sizes);
-    return narrowed(input.scalar_type(),
-                    elman_layer_forward_with(forward_recurrence_cpu, widened(input), widened(hx), widened(weight_ih),
-                                             widened(weight_hh), widened(bias), batch_sizes, relu));
-  }
   return elman_layer_forward_with(forward_recurrence_cpu, input, hx, weight_ih, weight_hh, bias, batch_sizes, relu);
 }
 
@@ -170,13 +147,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> elman_lay
     const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& input, const at::Tensor& hx,
     const at::Tensor& weight_ih, const at::Tensor& weight_hh, const at::Tensor& output,
     const c10::optional<at::Tensor>& batch_sizes, bool relu) {
-  if (is_16bit(input)) {
-    check_elman_backward_args(grad_output, grad_h_n, input, hx, weight_ih, weight_hh, output, batch_sizes);
-    return narrowed(input.scalar_type(),
-                    elman_layer_backward_with(backward_recurrence_cpu, widened(grad_output), widened(grad_h_n),
-                                              widened(input), widened(hx), widened(weight_ih), widened(weight_hh),
-                                              widened(output), batch_sizes, relu));
-  }
   return elman_layer_backward_with(backward_recurrence_cpu, grad_output, grad_h_n, input, hx, weight_ih, weight_hh,
                                    output, batch_sizes, relu);
 }
@@ -186,6 +156,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> elman_lay
 }  // namespace rnnfast
 
 TORCH_LIBRARY_IMPL(rnnfast, CPU, m) {
-  m.impl("elman_layer_forward", &rnnfast::cpu::elman_layer_forward_cpu);
-  m.impl("elman_layer_backward", &rnnfast::cpu::elman_layer_backward_cpu);
+  // 16-bit layers run on float32 copies (widened.h).
+  m.impl("elman_layer_forward", &rnnfast::cpu::Widened<&rnnfast::cpu::elman_layer_forward_cpu>::call);
+  m.impl("elman_layer_backward", &rnnfast::cpu::Widened<&rnnfast::cpu::elman_layer_backward_cpu>::call);
 }

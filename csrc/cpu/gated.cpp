@@ -13,6 +13,7 @@
 #include "blas.h"
 #include "directions.h"
 #include "simd_target.h"
+#include "widened.h"
 
 namespace rnnfast {
 namespace cpu {
@@ -241,8 +242,10 @@ void backward_recurrence_cpu(GatedBackwardBuffers& buf, const GatedSizes& s, con
 
 TORCH_LIBRARY_IMPL(rnnfast, CPU, m) {
   using namespace rnnfast;
-  m.impl("lstm_layer_forward", &lstm_layer_forward_op<cpu::forward_recurrence_cpu<LstmCell>>);
-  m.impl("lstm_layer_backward", &lstm_layer_backward_op<cpu::backward_recurrence_cpu<LstmCell>>);
-  m.impl("gru_layer_forward", &gru_layer_forward_op<cpu::forward_recurrence_cpu<GruCell>>);
-  m.impl("gru_layer_backward", &gru_layer_backward_op<cpu::backward_recurrence_cpu<GruCell>>);
+  // 16-bit layers run on float32 copies (widened.h).
+  using cpu::Widened;
+  m.impl("lstm_layer_forward", &Widened<&lstm_layer_forward_op<cpu::forward_recurrence_cpu<LstmCell>>>::call);
+  m.impl("lstm_layer_backward", &Widened<&lstm_layer_backward_op<cpu::backward_recurrence_cpu<LstmCell>>>::call);
+  m.impl("gru_layer_forward", &Widened<&gru_layer_forward_op<cpu::forward_recurrence_cpu<GruCell>>>::call);
+  m.impl("gru_layer_backward", &Widened<&gru_layer_backward_op<cpu::backward_recurrence_cpu<GruCell>>>::call);
 }
