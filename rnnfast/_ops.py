@@ -70,21 +70,22 @@ torch.library.register_autograd(
 )
 
 
-def _elman_backward_setup_context(ctx, inputs, output):
-    pass
+def _register_not_differentiable(backward_op, message):
+    """Makes differentiating backward_op's outputs raise NotImplementedError(message), rather than give a silently
+    incomplete second derivative."""
+
+    def double_backward(ctx, *grads):
+        raise NotImplementedError(message)
+
+    torch.library.register_autograd(backward_op, double_backward, setup_context=lambda ctx, inputs, output: None)
 
 
-def _elman_double_backward(ctx, *grads):
-    # Reached only when the backward op is called directly on tensors that require grad: differentiating through
-    # the forward op with create_graph=True never calls it (see _elman_backward).
-    raise NotImplementedError(
-        "rnnfast::elman_layer_backward is not differentiable; for gradients of gradients, differentiate "
-        "rnnfast::elman_layer_forward (or rnnfast.RNN) with create_graph=True"
-    )
-
-
-torch.library.register_autograd(
-    "rnnfast::elman_layer_backward", _elman_double_backward, setup_context=_elman_backward_setup_context
+# Reached only when the backward op is called directly on tensors that require grad: differentiating through the
+# forward op with create_graph=True never calls it (see _elman_backward).
+_register_not_differentiable(
+    "rnnfast::elman_layer_backward",
+    "rnnfast::elman_layer_backward is not differentiable; for gradients of gradients, differentiate "
+    "rnnfast::elman_layer_forward (or rnnfast.RNN) with create_graph=True",
 )
 
 
@@ -167,21 +168,13 @@ def _gru_backward(ctx, grad_output, grad_h_n, grad_workspace):
 torch.library.register_autograd("rnnfast::gru_layer_forward", _gru_backward, setup_context=_gru_setup_context)
 
 
-def _register_no_double_backward(backward_op, cell):
-    """Gradients of gradients (create_graph=True) through the gated layers would need the backward op's own
-    derivative; until it exists, say so rather than return a silently incomplete second derivative."""
-
-    def double_backward(ctx, *grads):
-        raise NotImplementedError(
-            f"rnnfast: double backward (gradients of gradients, create_graph=True) through the {cell} kernels is "
-            f"not supported yet; use torch.nn.{cell} for gradient penalties or meta-learning"
-        )
-
-    torch.library.register_autograd(backward_op, double_backward, setup_context=lambda ctx, inputs, output: None)
-
-
-_register_no_double_backward("rnnfast::lstm_layer_backward", "LSTM")
-_register_no_double_backward("rnnfast::gru_layer_backward", "GRU")
+# Gradients of gradients through the gated layers would need their backward ops' own derivatives.
+for _cell in ("LSTM", "GRU"):
+    _register_not_differentiable(
+        f"rnnfast::{_cell.lower()}_layer_backward",
+        f"rnnfast: double backward (gradients of gradients, create_graph=True) through the {_cell} kernels is "
+        f"not supported yet; use torch.nn.{_cell} for gradient penalties or meta-learning",
+    )
 
 
 # The linear recurrences h_t = a_t * h_{t-1} + b_t (diagonal) and h_t = A_t h_{t-1} + b_t (dense).
@@ -232,15 +225,9 @@ torch.library.register_autograd(
 )  # fmt: skip
 
 
-def _recurrence_double_backward(ctx, *grads):
-    # As for the Elman ops: say so rather than return a silently incomplete second derivative.
-    raise NotImplementedError(
-        "rnnfast: double backward (gradients of gradients, create_graph=True) through the linear-recurrence scans "
-        "is not supported yet; differentiate the sequential reference instead"
-    )
-
-
 for _name in ("linear_recurrence_backward", "dense_linear_recurrence_backward"):
-    torch.library.register_autograd(
-        f"rnnfast::{_name}", _recurrence_double_backward, setup_context=_elman_backward_setup_context
+    _register_not_differentiable(
+        f"rnnfast::{_name}",
+        "rnnfast: double backward (gradients of gradients, create_graph=True) through the linear-recurrence scans "
+        "is not supported yet; differentiate the sequential reference instead",
     )

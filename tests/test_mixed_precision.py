@@ -24,6 +24,11 @@ def twins(module_class, device="cpu", **kwargs):
     return reference, fast, exact
 
 
+def in_float64(state):
+    """A state (a tensor, or an LSTM's (h, c)) in float64, for the exact reference."""
+    return tuple(t.double() for t in state) if isinstance(state, tuple) else state.double()
+
+
 def assert_error_bounded_by_torch_nn(got, expected, exact, name, check_dtype=True):
     if check_dtype:
         assert got.dtype == expected.dtype, f"{name}: dtype {got.dtype}, torch.nn gives {expected.dtype}"
@@ -62,11 +67,10 @@ def test_layer_under_autocast_matches_torch_nn_to_its_own_precision(layer, dtype
     hx = torch.randn(4, 4, h_size, device=device)
     if module_class == "LSTM":
         hx = (hx, torch.randn(4, 4, 16, device=device))
-    as_double = lambda h: tuple(t.double() for t in h) if isinstance(h, tuple) else h.double()  # noqa: E731
     with torch.autocast(device, dtype=dtype):
         expected = named_outputs_and_grads(reference, x, hx)
         got = named_outputs_and_grads(fast, x, hx)
-    exact_results = named_outputs_and_grads(exact, x.double(), as_double(hx))
+    exact_results = named_outputs_and_grads(exact, x.double(), in_float64(hx))
     # torch.nn's projected LSTM on the CPU runs its composite path, whose c_n comes out in float32 (a product of
     # the float32 c_0 with lower-precision gates); rnnfast's c_n is in the autocast dtype (docs/dropin.md).
     mixed_c_n = module_class == "LSTM" and "proj_size" in options and device == "cpu"
@@ -91,7 +95,6 @@ def test_16bit_module_matches_torch_nn_to_its_own_precision(module_class, dtype)
     hx = torch.randn(2, 3, 16).to(dtype)
     if module_class == "LSTM":
         hx = (hx, torch.randn(2, 3, 16).to(dtype))
-    as_double = lambda h: tuple(t.double() for t in h) if isinstance(h, tuple) else h.double()  # noqa: E731
     try:
         expected = named_outputs_and_grads(reference.to(dtype), x, hx)
     except RuntimeError as error:  # torch.nn's own kernels lack some 16-bit CPU paths (oneDNN's LSTM in float16)
@@ -99,7 +102,7 @@ def test_16bit_module_matches_torch_nn_to_its_own_precision(module_class, dtype)
     got = named_outputs_and_grads(fast.to(dtype), x, hx)
     # The float64 reference starts from the same rounded weights and inputs.
     exact.load_state_dict(reference.state_dict())
-    exact_results = named_outputs_and_grads(exact.double(), x.double(), as_double(hx))
+    exact_results = named_outputs_and_grads(exact.double(), x.double(), in_float64(hx))
     for (name, g), (_, e), (_, ex) in zip(got, expected, exact_results, strict=True):
         assert_error_bounded_by_torch_nn(g, e, ex, name)
 
