@@ -51,6 +51,20 @@ TORCH_LIBRARY(rnnfast, m) {
       "gru_layer_backward(Tensor grad_output, Tensor grad_h_n, Tensor input, Tensor hx, Tensor weight_ih, "
       "Tensor weight_hh, Tensor output, Tensor workspace, Tensor? batch_sizes) -> (Tensor grad_input, "
       "Tensor grad_hx, Tensor grad_weight_ih, Tensor grad_weight_hh, Tensor grad_bias_ih, Tensor grad_bias_hh)");
+  // Whole stacks of layers, as torch's at::rnn_tanh / at::lstm / at::gru take them: input (T, B, I) time-major,
+  // states (L*D, B, .), params in torch.nn's flat order (per layer, per direction: w_ih, w_hh[, b_ih, b_hh]
+  // [, w_hr]), dropout between layers when train. Composed of the layer ops above (csrc/layer_stack.cpp).
+  // Return the last layer's output and the final states, as the layer ops do.
+  m.def(
+      "elman_rnn(Tensor input, Tensor hx, Tensor[] params, bool has_biases, int num_layers, float dropout, "
+      "bool train, bool bidirectional, bool relu, Tensor? batch_sizes) -> (Tensor output, Tensor h_n)");
+  m.def(
+      "lstm(Tensor input, Tensor hx, Tensor cx, Tensor[] params, bool has_biases, int num_layers, float dropout, "
+      "bool train, bool bidirectional, bool has_projections, Tensor? batch_sizes) -> (Tensor output, "
+      "Tensor h_n, Tensor c_n)");
+  m.def(
+      "gru(Tensor input, Tensor hx, Tensor[] params, bool has_biases, int num_layers, float dropout, bool train, "
+      "bool bidirectional, Tensor? batch_sizes) -> (Tensor output, Tensor h_n)");
   // Whether the CUDA kernels would take their persistent path for this input (T, B, I) and weight_hh (D, H, H)
   // under the current RNNFAST_CUDA_PATH; for tests and benchmarks.
   m.def("elman_cuda_uses_persistent(Tensor input, Tensor weight_hh, bool packed) -> bool");

@@ -1,4 +1,6 @@
 """The layer stacks of the Elman RNN, LSTM and GRU: layers, directions and dropout, one fused op call per layer.
+The sequential stacks are one call each into C++ (csrc/layer_stack.cpp); the Python stack here serves the Elman
+RNN's parallel-in-time modes, whose layers are Python.
 
 Tensors here are time-major and padded: input (T, B, I), hx (L*D, B, H)
 (and c (L*D, B, H) for the LSTM). A packed sequence arrives as its
@@ -54,7 +56,7 @@ def _parallel_layer(layer_input, hx, weight_ih, weight_hh, bias, nonlinearity, o
 
 
 def _stack(input, states, num_layers, bidirectional, dropout, training, run_layer):
-    """Runs the layers in turn, dropout between them. states is a tuple of (L*D, B, .) initial states;
+    """The Python twin of csrc/layer_stack.cpp's run_stack, for layers that run in Python. Runs the layers in turn, dropout between them. states is a tuple of (L*D, B, .) initial states;
     run_layer(layer, layer_input, layer_states) runs one layer, both directions, given each state's (D, B, .)
     slice, and returns its output and final states. Returns the last output and the final states (L*D, B, .)."""
     num_directions = 2 if bidirectional else 1
@@ -74,11 +76,15 @@ def elman_rnn(input, hx, flat_weights, *, num_layers, bias, nonlinearity, bidire
     """Runs the stack. flat_weights is torch.nn.RNN's order: per layer, per direction, w_ih, w_hh[, b_ih, b_hh].
     Returns output (T, B, D*H) and h_n (L*D, B, H).
 
-    mode "parallel" evaluates each layer by Newton's method (parallel.elman_parallel, with newton_options, its
-    NewtonReports appended to reports); "auto" picks per layer by parallel.choose_mode. A packed sequence
-    always runs sequentially: Newton's form needs every row to run all T steps."""
-    num_directions = 2 if bidirectional else 1
+    mode "sequential" is one call of the C++ stack (ops.elman_rnn, csrc/layer_stack.cpp). "parallel" evaluates
+    each layer by Newton's method (parallel.elman_parallel, with newton_options, its NewtonReports appended to
+    reports); "auto" picks per layer by parallel.choose_mode. A packed sequence always runs sequentially:
+    Newton's form needs every row to run all T steps."""
     relu = nonlinearity == "relu"
+    if mode == "sequential" or batch_sizes is not None:
+        return ops.elman_rnn(input, hx, flat_weights, bias, num_layers, float(dropout), training, bidirectional, relu,
+                             batch_sizes)  # fmt: skip
+    num_directions = 2 if bidirectional else 1
 
     def run_layer(layer, layer_input, states):
         groups = _layer_weights(flat_weights, layer, num_directions, 4 if bias else 2)
@@ -90,13 +96,13 @@ def elman_rnn(input, hx, flat_weights, *, num_layers, bias, nonlinearity, bidire
         if mode == "auto":
             T, B, _ = layer_input.shape
             layer_mode = parallel.choose_mode(T, B, weight_hh.shape[-1], layer_input.device)
-        if layer_mode == "parallel" and batch_sizes is None:
+        if layer_mode == "parallel":
             output, h_n = _parallel_layer(layer_input, states[0], weight_ih, weight_hh, layer_bias, nonlinearity,
                                           newton_options or parallel.NewtonOptions(),
                                           reports if reports is not None else [])  # fmt: skip
         else:
             output, h_n = _call(ops.elman_layer_forward, layer_input, states[0], weight_ih, weight_hh, layer_bias,
-                                batch_sizes, relu)  # fmt: skip
+                                None, relu)  # fmt: skip
         return output, (h_n,)
 
     output, (h_n,) = _stack(input, (hx,), num_layers, bidirectional, dropout, training, run_layer)
@@ -105,44 +111,18 @@ def elman_rnn(input, hx, flat_weights, *, num_layers, bias, nonlinearity, bidire
 
 def lstm(input, hx, flat_weights, *, num_layers, bias, proj_size, bidirectional, dropout, training,
          batch_sizes=None):
-    """Runs the stack. hx is (h_0 (L*D, B, P), c_0 (L*D, B, H)) with P = proj_size or H. flat_weights is
-    torch.nn.LSTM's order: per layer, per direction, w_ih, w_hh[, b_ih, b_hh][, w_hr].
-    Returns output (T, B, D*P) and (h_n (L*D, B, P), c_n (L*D, B, H))."""
-    num_directions = 2 if bidirectional else 1
-    per_direction = 2 + (2 if bias else 0) + (1 if proj_size > 0 else 0)
-
-    def run_layer(layer, layer_input, states):
-        groups = _layer_weights(flat_weights, layer, num_directions, per_direction)
-        weight_ih = _stack_directions([g[0] for g in groups])  # (D, 4H, I)
-        weight_hh = _stack_directions([g[1] for g in groups])  # (D, 4H, P)
-        # Every LSTM gate adds b_ih + b_hh before its nonlinearity, so they are summed once here.
-        layer_bias = _stack_directions([g[2] + g[3] for g in groups]) if bias else None  # (D, 4H)
-        weight_hr = _stack_directions([g[-1] for g in groups]) if proj_size > 0 else None  # (D, P, H)
-        output, h_n, c_n, _ = _call(ops.lstm_layer_forward, layer_input, states[0], states[1], weight_ih, weight_hh,
-                                    layer_bias, weight_hr, batch_sizes)  # fmt: skip
-        return output, (h_n, c_n)
-
-    return _stack(input, hx, num_layers, bidirectional, dropout, training, run_layer)
+    """Runs the stack, one call of the C++ stack (ops.lstm). hx is (h_0 (L*D, B, P), c_0 (L*D, B, H)) with
+    P = proj_size or H. flat_weights is torch.nn.LSTM's order: per layer, per direction, w_ih, w_hh[, b_ih, b_hh]
+    [, w_hr]. Returns output (T, B, D*P) and (h_n (L*D, B, P), c_n (L*D, B, H))."""
+    output, h_n, c_n = ops.lstm(input, hx[0], hx[1], flat_weights, bias, num_layers, float(dropout), training,
+                                bidirectional, proj_size > 0, batch_sizes)  # fmt: skip
+    return output, (h_n, c_n)
 
 
 def gru(input, hx, flat_weights, *, num_layers, bias, bidirectional, dropout, training, batch_sizes=None):
-    """Runs the stack. flat_weights is torch.nn.GRU's order: per layer, per direction, w_ih, w_hh[, b_ih, b_hh].
-    Returns output (T, B, D*H) and h_n (L*D, B, H)."""
-    num_directions = 2 if bidirectional else 1
-
-    def run_layer(layer, layer_input, states):
-        groups = _layer_weights(flat_weights, layer, num_directions, 4 if bias else 2)
-        weight_ih = _stack_directions([g[0] for g in groups])  # (D, 3H, I)
-        weight_hh = _stack_directions([g[1] for g in groups])  # (D, 3H, H)
-        # Kept apart: b_hn sits inside the reset gate's product.
-        bias_ih = _stack_directions([g[2] for g in groups]) if bias else None  # (D, 3H)
-        bias_hh = _stack_directions([g[3] for g in groups]) if bias else None  # (D, 3H)
-        output, h_n, _ = _call(ops.gru_layer_forward, layer_input, states[0], weight_ih, weight_hh, bias_ih, bias_hh,
-                               batch_sizes)  # fmt: skip
-        return output, (h_n,)
-
-    output, (h_n,) = _stack(input, (hx,), num_layers, bidirectional, dropout, training, run_layer)
-    return output, h_n
+    """Runs the stack, one call of the C++ stack (ops.gru). flat_weights is torch.nn.GRU's order: per layer, per
+    direction, w_ih, w_hh[, b_ih, b_hh]. Returns output (T, B, D*H) and h_n (L*D, B, H)."""
+    return ops.gru(input, hx, flat_weights, bias, num_layers, float(dropout), training, bidirectional, batch_sizes)
 
 
 def elman_cell(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, nonlinearity):

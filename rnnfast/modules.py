@@ -23,8 +23,7 @@ def _check_state_matches_input(hx, input, name):
         raise RuntimeError(f"Expected {name} to be on device {input.device} (the input's), got {hx.device}")
 
 
-def _check_parameters_match_input(module, input):
-    weight = module.weight_ih_l0 if isinstance(module, torch.nn.RNNBase) else module.weight_ih
+def _check_parameters_match_input(weight, input):
     if weight.device != input.device:
         raise RuntimeError(
             "Input and parameter tensors are not at the same device, found input tensor at "
@@ -73,14 +72,15 @@ class _FusedRNNBase(torch.nn.RNNBase):
             if x.size(0) == 0:
                 raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
             max_batch_size = x.size(1)
-        num_directions = 2 if self.bidirectional else 1
+        num_states = self.num_layers * (2 if self.bidirectional else 1)
         if hx is None:
-            hx = self._zero_hidden(self.num_layers * num_directions, max_batch_size, x)
+            hx = self._zero_hidden(num_states, max_batch_size, x)
         else:
-            self._check_hidden(hx, x, self.num_layers * num_directions, max_batch_size)
-        _check_parameters_match_input(self, x)
+            self._check_hidden(hx, x, num_states, max_batch_size)
+        weights = self._flat_weight_list()
+        _check_parameters_match_input(weights[0], x)
 
-        output, hidden = self._run_stack(x, hx, batch_sizes)
+        output, hidden = self._run_stack(x, hx, batch_sizes, weights)
 
         if is_packed:
             packed = output.reshape(-1, output.size(-1)).index_select(0, positions)
@@ -159,11 +159,15 @@ class RNN(_FusedRNNBase):
     def _input_dim_error(self, input):
         return ValueError(f"RNN: Expected input to be 2D or 3D, got {input.dim()}D tensor instead")
 
-    def _run_stack(self, x, hx, batch_sizes):
+    def _run_stack(self, x, hx, batch_sizes, weights):
+        if self.evaluation_mode == "sequential" and not self.last_newton_reports:
+            # The common case, kept short: it is most of a call's time at small sizes (RNNBase.__setattr__ alone
+            # costs several microseconds).
+            return functional.elman_rnn(x, hx, weights, nonlinearity=self.nonlinearity, batch_sizes=batch_sizes,
+                                        **self._stack_options())  # fmt: skip
         reports = []
-        result = functional.elman_rnn(x, hx, self._flat_weight_list(), nonlinearity=self.nonlinearity,
-                                      batch_sizes=batch_sizes, mode=self.evaluation_mode,
-                                      newton_options=self.newton_options, reports=reports,
+        result = functional.elman_rnn(x, hx, weights, nonlinearity=self.nonlinearity, batch_sizes=batch_sizes,
+                                      mode=self.evaluation_mode, newton_options=self.newton_options, reports=reports,
                                       **self._stack_options())  # fmt: skip
         self.last_newton_reports = reports
         return result
@@ -178,8 +182,8 @@ class GRU(_FusedRNNBase):
             raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
         super().__init__("GRU", *args, **kwargs)
 
-    def _run_stack(self, x, hx, batch_sizes):
-        return functional.gru(x, hx, self._flat_weight_list(), batch_sizes=batch_sizes, **self._stack_options())
+    def _run_stack(self, x, hx, batch_sizes, weights):
+        return functional.gru(x, hx, weights, batch_sizes=batch_sizes, **self._stack_options())
 
 
 class LSTM(_FusedRNNBase):
@@ -226,8 +230,8 @@ class LSTM(_FusedRNNBase):
         _check_state_matches_input(hx[0], x, "hx")
         _check_state_matches_input(hx[1], x, "cx")
 
-    def _run_stack(self, x, hx, batch_sizes):
-        return functional.lstm(x, hx, self._flat_weight_list(), proj_size=self.proj_size, batch_sizes=batch_sizes,
+    def _run_stack(self, x, hx, batch_sizes, weights):
+        return functional.lstm(x, hx, weights, proj_size=self.proj_size, batch_sizes=batch_sizes,
                                **self._stack_options())  # fmt: skip
 
 
@@ -259,7 +263,7 @@ def _check_cell_step(cell, name, input, states):
                 f"hidden{k} has inconsistent hidden_size: got {state.size(1)}, expected {cell.hidden_size}"
             )
         _check_state_matches_input(state, input, "hx" if k == 0 else "cx")
-    _check_parameters_match_input(cell, input)
+    _check_parameters_match_input(cell.weight_ih, input)
 
 
 def _check_cell_dims(name, input, hx):
