@@ -55,10 +55,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> elman_lay
   at::Tensor grad_input = at::mm(dz, w_ih).view({s.T, s.B, s.I});
   at::Tensor grad_weight_ih = at::mm(dz.t(), x).view({s.D, s.H, s.I});
   at::Tensor grad_bias = dz.sum(0).view({s.D, s.H});
-  const at::Tensor prev = previous_states(out, hx.contiguous(), s.D, s.H, bs);
-  // (D, H, T*B) @ (D, T*B, H) -> (D, H, H)
-  at::Tensor grad_weight_hh = at::bmm(dz.view({s.T * s.B, s.D, s.H}).permute({1, 2, 0}),
-                                      prev.view({s.T * s.B, s.D, s.H}).transpose(0, 1));
+  at::Tensor grad_weight_hh = recurrent_weight_gradient(grad_z, out, hx.contiguous(), s.D, s.H, s.H, bs);
   return {grad_input, grad_hx, grad_weight_ih, grad_weight_hh, grad_bias};
 }
 

@@ -24,4 +24,10 @@ const int64_t* host_batch_sizes(const c10::optional<at::Tensor>& batch_sizes, at
 at::Tensor previous_states(const at::Tensor& output, const at::Tensor& hx, int64_t D, int64_t width,
                            const int64_t* batch_sizes);
 
+// dL/dW_hh (D, width_out, width) = sum over steps and rows of grad_z_t^T h_{t-1}, with grad_z (T, B, D*width_out)
+// and the states as previous_states lays them out. Without batch_sizes the previous states are the output itself,
+// shifted one step, so the product reads them in place (two products per direction) instead of copying them.
+at::Tensor recurrent_weight_gradient(const at::Tensor& grad_z, const at::Tensor& output, const at::Tensor& hx,
+                                     int64_t D, int64_t width_out, int64_t width, const int64_t* batch_sizes);
+
 }  // namespace rnnfast
