@@ -8,6 +8,18 @@ from ._differentiable_layer import elman_layer_differentiable
 ops = torch.ops.rnnfast
 
 
+def call_op(op, *args):
+    """op(*args), skipping the op's Python autograd wrapper (about 13 us a call) when nothing needs a gradient,
+    as in inference: the wrapper would only find that out and call the kernel. Under torch.compile the op is
+    always called whole, for the tracer to see its autograd."""
+    if torch.compiler.is_compiling() or (
+        torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args)
+    ):
+        return op(*args)
+    with torch._C._AutoDispatchBelowAutograd():
+        return op.default(*args)
+
+
 @torch.library.register_fake("rnnfast::elman_layer_forward")
 def _elman_layer_forward_fake(input, hx, weight_ih, weight_hh, bias, batch_sizes, relu):
     T, B, _ = input.shape
@@ -47,8 +59,8 @@ def _elman_backward(ctx, grad_output, grad_h_n):
     if torch.is_grad_enabled():
         # create_graph=True: the gradients must themselves be differentiable.
         return _elman_differentiable_backward(ctx, grad_output, grad_h_n, input, hx, weight_ih, weight_hh, bias)
-    grad_input, grad_hx, grad_weight_ih, grad_weight_hh, grad_bias = ops.elman_layer_backward(
-        grad_output, grad_h_n, input, hx, weight_ih, weight_hh, output, ctx.batch_sizes, ctx.relu
+    grad_input, grad_hx, grad_weight_ih, grad_weight_hh, grad_bias = call_op(
+        ops.elman_layer_backward, grad_output, grad_h_n, input, hx, weight_ih, weight_hh, output, ctx.batch_sizes, ctx.relu
     )
     return grad_input, grad_hx, grad_weight_ih, grad_weight_hh, grad_bias if ctx.has_bias else None, None, None
 
@@ -112,8 +124,15 @@ def _lstm_layer_backward_fake(grad_output, grad_h_n, grad_c_n, input, hx, cx, we
     return like(input), like(hx), like(cx), like(weight_ih), like(weight_hh), input.new_empty(D, G_H), grad_weight_hr
 
 
+def _zeros_if_none(grad, like):
+    return torch.zeros_like(like, memory_format=torch.contiguous_format) if grad is None else grad
+
+
 def _lstm_setup_context(ctx, inputs, output):
     input, hx, cx, weight_ih, weight_hh, bias, weight_hr, batch_sizes = inputs
+    # The workspace is an output only for the backward to read: autograd would otherwise fill a zero gradient
+    # for it on every backward (T x B x 6H values, most of a small layer's backward time).
+    ctx.set_materialize_grads(False)
     # The output and the workspace (gates, c_{t-1}, tanh(c_t)) are all the backward needs of the forward.
     ctx.save_for_backward(input, hx, cx, weight_ih, weight_hh, weight_hr, output[0], output[3])
     ctx.batch_sizes = batch_sizes
@@ -122,8 +141,10 @@ def _lstm_setup_context(ctx, inputs, output):
 
 def _lstm_backward(ctx, grad_output, grad_h_n, grad_c_n, grad_workspace):
     input, hx, cx, weight_ih, weight_hh, weight_hr, output, workspace = ctx.saved_tensors
-    grad_input, grad_hx, grad_cx, grad_weight_ih, grad_weight_hh, grad_bias, grad_weight_hr = ops.lstm_layer_backward(
-        grad_output, grad_h_n, grad_c_n, input, hx, cx, weight_ih, weight_hh, weight_hr, output, workspace,
+    grad_output, grad_h_n, grad_c_n = (_zeros_if_none(grad_output, output), _zeros_if_none(grad_h_n, hx),
+                                       _zeros_if_none(grad_c_n, cx))  # fmt: skip
+    grad_input, grad_hx, grad_cx, grad_weight_ih, grad_weight_hh, grad_bias, grad_weight_hr = call_op(
+        ops.lstm_layer_backward, grad_output, grad_h_n, grad_c_n, input, hx, cx, weight_ih, weight_hh, weight_hr, output, workspace,
         ctx.batch_sizes,
     )
     return (grad_input, grad_hx, grad_cx, grad_weight_ih, grad_weight_hh, grad_bias if ctx.has_bias else None,
@@ -150,6 +171,8 @@ def _gru_layer_backward_fake(grad_output, grad_h_n, input, hx, weight_ih, weight
 
 def _gru_setup_context(ctx, inputs, output):
     input, hx, weight_ih, weight_hh, bias_ih, bias_hh, batch_sizes = inputs
+    # As for the LSTM: no zero gradient filled for the workspace.
+    ctx.set_materialize_grads(False)
     # The output and the workspace (r, z, n and the recurrent term of n) are all the backward needs.
     ctx.save_for_backward(input, hx, weight_ih, weight_hh, output[0], output[2])
     ctx.batch_sizes = batch_sizes
@@ -158,8 +181,9 @@ def _gru_setup_context(ctx, inputs, output):
 
 def _gru_backward(ctx, grad_output, grad_h_n, grad_workspace):
     input, hx, weight_ih, weight_hh, output, workspace = ctx.saved_tensors
-    grad_input, grad_hx, grad_weight_ih, grad_weight_hh, grad_bias_ih, grad_bias_hh = ops.gru_layer_backward(
-        grad_output, grad_h_n, input, hx, weight_ih, weight_hh, output, workspace, ctx.batch_sizes
+    grad_output, grad_h_n = _zeros_if_none(grad_output, output), _zeros_if_none(grad_h_n, hx)
+    grad_input, grad_hx, grad_weight_ih, grad_weight_hh, grad_bias_ih, grad_bias_hh = call_op(
+        ops.gru_layer_backward, grad_output, grad_h_n, input, hx, weight_ih, weight_hh, output, workspace, ctx.batch_sizes
     )
     biases = (grad_bias_ih, grad_bias_hh) if ctx.has_bias else (None, None)
     return grad_input, grad_hx, grad_weight_ih, grad_weight_hh, *biases, None
@@ -210,7 +234,7 @@ def _recurrence_setup_context(ctx, inputs, output):
 def _recurrence_autograd(backward_op):
     def backward(ctx, grad_h):
         coef, h, h0 = ctx.saved_tensors
-        return backward_op(grad_h.contiguous(), coef, h, h0)
+        return call_op(backward_op, grad_h.contiguous(), coef, h, h0)
 
     return backward
 

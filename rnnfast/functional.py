@@ -11,21 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from . import parallel
+from ._ops import call_op as _call
 from ._ops import ops
 
 MODES = ("sequential", "parallel", "auto")
-
-
-def _call(op, *args):
-    """op(*args), skipping the op's Python autograd wrapper (about 13 us a call) when nothing needs a gradient,
-    as in inference: the wrapper would only find that out and call the kernel. Under torch.compile the op is
-    always called whole, for the tracer to see its autograd."""
-    if torch.compiler.is_compiling() or (
-        torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args)
-    ):
-        return op(*args)
-    with torch._C._AutoDispatchBelowAutograd():
-        return op.default(*args)
 
 
 def _stack_directions(tensors):

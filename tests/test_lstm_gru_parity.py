@@ -157,6 +157,27 @@ def test_empty_batch_gives_empty_output_like_torch_nn(kind):
     torch.testing.assert_close(fast(x), reference(x))
 
 
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("used", ["output", "h_n", "c_n"])
+def test_gradients_when_the_loss_uses_only_some_outputs_match_torch_nn(kind, used):
+    # Autograd hands the backward None for outputs the loss does not use (the kernels' workspace always, and here
+    # some of output, h_n, c_n), which the backward must read as zeros.
+    name, extra = KINDS[kind]
+    if used == "c_n" and name != "LSTM":
+        pytest.skip("only the LSTM has c_n")
+    reference, fast = twin_modules(name, input_size=3, hidden_size=4, num_layers=2, bidirectional=True, **extra)
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    grads = []
+    for module in (reference, fast):
+        output, state = module(x)
+        h_n, c_n = state if name == "LSTM" else (state, None)
+        chosen = {"output": output, "h_n": h_n, "c_n": c_n}[used]
+        (chosen * torch.arange(chosen.numel(), dtype=chosen.dtype).view_as(chosen)).sum().backward()
+        grads.append([p.grad for p in module.parameters()])
+    for got, expected in zip(grads[1], grads[0], strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_state_dict_loads_into_torch_nn_and_back(kind):
     name, extra = KINDS[kind]
