@@ -11,7 +11,7 @@ from .registry import Workload, register
 
 def _module_workload(module, problem):
     x = problem.input.detach().requires_grad_()
-    params = [module.weight_ih_l0, module.weight_hh_l0, module.bias_ih_l0, module.bias_hh_l0]
+    params = list(module.parameters())
 
     def forward():
         with torch.no_grad():
@@ -70,9 +70,15 @@ register("rnnfast.GRU", "rnnfast's fused GRU: one input-projection product, then
          skip_reason=_rnnfast_skip_reason, cell="GRU")(build_rnnfast)  # fmt: skip
 
 
+def _single_layer_skip_reason(problem):
+    if not problem.shape.single_layer:
+        return "timed on one-layer, one-direction shapes only"
+    return None
+
+
 def _parallel_skip_reason(method):
     def skip_reason(problem, limits):
-        reason = rnnfast_missing_reason(problem.device, problem.dtype)
+        reason = _single_layer_skip_reason(problem) or rnnfast_missing_reason(problem.device, problem.dtype)
         if reason is not None:
             return reason
         key = "CUDA" if problem.device.type == "cuda" else "CPU"
@@ -144,12 +150,15 @@ def _loop_workload(problem, loop):
     return Workload(forward, forward_backward)
 
 
-@register("python loop", "the Elman recurrence as a Python loop: input projection precomputed, addmm + tanh a step")
+@register("python loop", "the Elman recurrence as a Python loop: input projection precomputed, addmm + tanh a step",
+          skip_reason=lambda problem, limits: _single_layer_skip_reason(problem))  # fmt: skip
 def build_python_loop(problem):
     return _loop_workload(problem, elman_loop)
 
 
 def _compile_skip_reason(problem, limits):
+    if _single_layer_skip_reason(problem):
+        return _single_layer_skip_reason(problem)
     T = problem.shape.seq_len
     if T > limits.compile_max_steps:
         return (f"T={T} > compile_max_steps={limits.compile_max_steps}: torch.compile unrolls the loop, "

@@ -1,6 +1,7 @@
 """What each run measures: the shapes, the sweeps and how long to time each comparison.
 
-Shapes are (batch, seq_len, input_size, hidden_size), one layer, one direction, tanh, with bias.
+Shapes are (batch, seq_len, input_size, hidden_size[, num_layers, bidirectional]): one layer and one direction
+unless said, tanh, with bias.
 """
 
 from dataclasses import dataclass, field
@@ -15,23 +16,46 @@ class Shape:
     seq_len: int
     input_size: int
     hidden_size: int
+    num_layers: int = 1
+    bidirectional: bool = False
 
     @property
     def label(self) -> str:
-        return f"B={self.batch} T={self.seq_len} I={self.input_size} H={self.hidden_size}"
+        return shape_label(self.as_dict())
+
+    @property
+    def single_layer(self) -> bool:
+        """One layer, one direction: what the per-step analyses and the Python loop references cover."""
+        return self.num_layers == 1 and not self.bidirectional
 
     def as_dict(self) -> dict:
         return {"batch": self.batch, "seq_len": self.seq_len, "input_size": self.input_size,
-                "hidden_size": self.hidden_size}  # fmt: skip
+                "hidden_size": self.hidden_size, "num_layers": self.num_layers,
+                "bidirectional": self.bidirectional}  # fmt: skip
 
 
-# (1, 100, 1, 1) is the source article's scale; the others grow towards sizes where the products dominate.
-STANDARD_SHAPES = (
+def shape_label(shape: dict) -> str:
+    """A shape's label from its as_dict() form (results files from before num_layers and bidirectional included)."""
+    label = f"B={shape['batch']} T={shape['seq_len']} I={shape['input_size']} H={shape['hidden_size']}"
+    if shape.get("num_layers", 1) > 1:
+        label += f" L={shape['num_layers']}"
+    if shape.get("bidirectional", False):
+        label += " bidirectional"
+    return label
+
+
+# (1, 100, 1, 1) is the source article's scale; the next grow towards sizes where the products dominate. The last
+# two are the stacks people run: two layers, and one bidirectional layer, at the second shape's sizes.
+SINGLE_LAYER_SHAPES = (
     Shape(1, 100, 1, 1),
     Shape(32, 128, 32, 64),
     Shape(32, 256, 128, 128),
     Shape(16, 512, 256, 512),
     Shape(8, 256, 1024, 1024),
+)
+STANDARD_SHAPES = SINGLE_LAYER_SHAPES + (
+    Shape(32, 128, 32, 64, num_layers=2),
+    Shape(32, 128, 32, 64, bidirectional=True),
 )
 
 MODES = ("forward", "forward_backward")
@@ -67,7 +91,7 @@ PLANS = {
     # Seconds: enough of everything for CI to see every implementation, analysis, table and plot work.
     "quick": Plan(
         name="quick",
-        standard_shapes=STANDARD_SHAPES[:2],
+        standard_shapes=STANDARD_SHAPES[:2] + STANDARD_SHAPES[5:],
         sweep_base=Shape(8, 32, 16, 32),
         seq_lens=(8, 16, 32),
         batches=(1, 4, 16),
@@ -82,7 +106,7 @@ PLANS = {
         sweep_base=SWEEP_BASE,
         seq_lens=(16, 32, 64, 128, 256, 512, 1024),
         batches=(1, 4, 16, 64, 256),
-        split_shapes=STANDARD_SHAPES,
+        split_shapes=SINGLE_LAYER_SHAPES,
         timing=TimingConfig(warmup=1, repeats=9, min_repeats=3, min_sample_s=0.01, budget_s=2.0),
         compile_max_steps=64,
     ),
@@ -92,7 +116,7 @@ PLANS = {
         sweep_base=SWEEP_BASE,
         seq_lens=(8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096),
         batches=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
-        split_shapes=STANDARD_SHAPES,
+        split_shapes=SINGLE_LAYER_SHAPES,
         timing=TimingConfig(warmup=2, repeats=15, min_repeats=5, min_sample_s=0.02, budget_s=4.0),
         compile_max_steps=128,
     ),

@@ -4,18 +4,15 @@ slope) and against batch size (how flat the parallel dimension stays)."""
 import math
 from typing import Dict, List, Optional, Sequence
 
-from .plans import MODES
+from .plans import MODES, shape_label
 from .registry import baseline_name
 from .tables import Section, milliseconds, timing_cell
 MODE_TITLES = {"forward": "forward (inference)", "forward_backward": "forward+backward (training)"}
 
 
 def shape_key(shape: Dict):
-    return (shape["batch"], shape["seq_len"], shape["input_size"], shape["hidden_size"])
-
-
-def shape_label(shape: Dict) -> str:
-    return f"B={shape['batch']} T={shape['seq_len']} I={shape['input_size']} H={shape['hidden_size']}"
+    return (shape["batch"], shape["seq_len"], shape["input_size"], shape["hidden_size"], shape.get("num_layers", 1),
+            shape.get("bidirectional", False))  # fmt: skip
 
 
 def index(records: List[Dict], analysis: str):
