@@ -132,6 +132,11 @@ def test_quick_run_writes_every_measurement_table_and_plot(tmp_path):
                     if name == "torch.compile loop":  # --quick compiles nothing
                         assert record["status"] == "skipped"
                         continue
+                    single_layer = shape["num_layers"] == 1 and not shape["bidirectional"]
+                    if not single_layer and name in ("python loop", "Newton (dense)", "Newton (diagonal)"):
+                        # One-layer references; the stacked shapes compare the layers with torch.nn's only.
+                        assert record["status"] == "skipped" and "one-layer" in record["reason"], record
+                        continue
                     assert record["status"] == "ok", record
                     assert record["agrees"], record
                     assert 0 < record["q25_s"] <= record["median_s"] <= record["q75_s"]
