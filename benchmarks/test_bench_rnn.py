@@ -58,7 +58,8 @@ def test_layer(benchmark, request, shape, impl, mode):
     result = benchmark(getattr(workload, mode))
     if mode == "forward":
         output, h_n = result
-        assert output.shape == (shape.seq_len, shape.batch, shape.hidden_size)
-        assert h_n.shape == (1, shape.batch, shape.hidden_size)
+        D = 2 if shape.bidirectional else 1
+        assert output.shape == (shape.seq_len, shape.batch, D * shape.hidden_size)
+        assert h_n.shape == (shape.num_layers * D, shape.batch, shape.hidden_size)
     else:
         assert [g.shape for g in result] == [problem.input.shape] + [p.shape for p in problem.reference.parameters()]
