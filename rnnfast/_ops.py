@@ -60,7 +60,8 @@ def _elman_backward(ctx, grad_output, grad_h_n):
         # create_graph=True: the gradients must themselves be differentiable.
         return _elman_differentiable_backward(ctx, grad_output, grad_h_n, input, hx, weight_ih, weight_hh, bias)
     grad_input, grad_hx, grad_weight_ih, grad_weight_hh, grad_bias = call_op(
-        ops.elman_layer_backward, grad_output, grad_h_n, input, hx, weight_ih, weight_hh, output, ctx.batch_sizes, ctx.relu
+        ops.elman_layer_backward, grad_output, grad_h_n, input, hx, weight_ih, weight_hh, output, ctx.batch_sizes,
+        ctx.relu,
     )
     return grad_input, grad_hx, grad_weight_ih, grad_weight_hh, grad_bias if ctx.has_bias else None, None, None
 
@@ -144,8 +145,8 @@ def _lstm_backward(ctx, grad_output, grad_h_n, grad_c_n, grad_workspace):
     grad_output, grad_h_n, grad_c_n = (_zeros_if_none(grad_output, output), _zeros_if_none(grad_h_n, hx),
                                        _zeros_if_none(grad_c_n, cx))  # fmt: skip
     grad_input, grad_hx, grad_cx, grad_weight_ih, grad_weight_hh, grad_bias, grad_weight_hr = call_op(
-        ops.lstm_layer_backward, grad_output, grad_h_n, grad_c_n, input, hx, cx, weight_ih, weight_hh, weight_hr, output, workspace,
-        ctx.batch_sizes,
+        ops.lstm_layer_backward, grad_output, grad_h_n, grad_c_n, input, hx, cx, weight_ih, weight_hh, weight_hr,
+        output, workspace, ctx.batch_sizes,
     )
     return (grad_input, grad_hx, grad_cx, grad_weight_ih, grad_weight_hh, grad_bias if ctx.has_bias else None,
             grad_weight_hr if weight_hr is not None else None, None)  # fmt: skip
@@ -183,7 +184,8 @@ def _gru_backward(ctx, grad_output, grad_h_n, grad_workspace):
     input, hx, weight_ih, weight_hh, output, workspace = ctx.saved_tensors
     grad_output, grad_h_n = _zeros_if_none(grad_output, output), _zeros_if_none(grad_h_n, hx)
     grad_input, grad_hx, grad_weight_ih, grad_weight_hh, grad_bias_ih, grad_bias_hh = call_op(
-        ops.gru_layer_backward, grad_output, grad_h_n, input, hx, weight_ih, weight_hh, output, workspace, ctx.batch_sizes
+        ops.gru_layer_backward, grad_output, grad_h_n, input, hx, weight_ih, weight_hh, output, workspace,
+        ctx.batch_sizes,
     )
     biases = (grad_bias_ih, grad_bias_hh) if ctx.has_bias else (None, None)
     return grad_input, grad_hx, grad_weight_ih, grad_weight_hh, *biases, None

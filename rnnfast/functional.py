@@ -46,8 +46,9 @@ def _parallel_layer(layer_input, hx, weight_ih, weight_hh, bias, nonlinearity, o
 
 def _stack(input, states, num_layers, bidirectional, dropout, training, run_layer):
     """The Python twin of csrc/layer_stack.cpp's run_stack, for layers that run in Python. Runs the layers in
-    turn, dropout between them. states is a tuple of (L*D, B, .) initial states; run_layer(layer, layer_input, layer_states) runs one layer, both directions, given each state's (D, B, .)
-    slice, and returns its output and final states. Returns the last output and the final states (L*D, B, .)."""
+    turn, dropout between them. states is a tuple of (L*D, B, .) initial states; run_layer(layer, layer_input,
+    layer_states) runs one layer, both directions, given each state's (D, B, .) slice, and returns its output and
+    final states. Returns the last output and the final states (L*D, B, .)."""
     num_directions = 2 if bidirectional else 1
     layer_input, finals = input, []
     for layer in range(num_layers):

@@ -42,10 +42,7 @@ void forward_direction(scalar_t* out, const scalar_t* h0, const scalar_t* w_hh_t
       if (continuing > 0) gemm_row_major<scalar_t>(false, continuing, H, H, z_at(prev_t), ld, w_hh_t, H, 1, z, ld);
       gemm_row_major<scalar_t>(false, rows - continuing, H, H, h0 + continuing * H, H, w_hh_t, H, 1,
                                z + continuing * ld, ld);
-      for (int64_t b = 0; b < rows; ++b) {
-        scalar_t* zb = z + b * ld;
-        for (int64_t j = 0; j < H; ++j) zb[j] = ActivationFn<A>::forward(zb[j]);
-      }
+      activate_rows<scalar_t, A>(z, ld, H, rows);
     }
     for (int64_t b = rows; b < B; ++b) std::fill_n(z + b * ld, H, scalar_t(0));
     prev_t = t;
@@ -78,12 +75,7 @@ void backward_direction(scalar_t* grad_z, scalar_t* grad_h, const scalar_t* out,
       backward_step_small<scalar_t, A>(gz, h, ld, grad_h, w_hh, H, rows);
       continue;
     }
-    for (int64_t b = 0; b < rows; ++b) {
-      for (int64_t j = 0; j < H; ++j) {
-        const scalar_t g = gz[b * ld + j] + grad_h[b * H + j];
-        gz[b * ld + j] = ActivationFn<A>::backward_from_output(g, h[b * ld + j]);
-      }
-    }
+    activation_backward_rows<scalar_t, A>(gz, h, ld, grad_h, H, rows);
     gemm_row_major<scalar_t>(false, rows, H, H, gz, ld, w_hh, H, 0, grad_h, H);
   }
 }

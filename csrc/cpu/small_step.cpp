@@ -73,17 +73,31 @@ __attribute__((always_inline)) inline void forward_body(scalar_t* z, int64_t ld_
   }
 }
 
-template <bool use_fma, typename scalar_t, Activation A>
-__attribute__((always_inline)) inline void backward_body(scalar_t* grad_z, const scalar_t* h, int64_t ld,
-                                                         scalar_t* grad_h, const scalar_t* w, int64_t H,
-                                                         int64_t rows) {
-  constexpr int64_t columns = kColumns<scalar_t>;
+template <typename scalar_t, Activation A>
+__attribute__((always_inline)) inline void activate_body(scalar_t* z, int64_t ld, int64_t H, int64_t rows) {
+  for (int64_t b = 0; b < rows; ++b) {
+    scalar_t* zb = z + b * ld;
+    for (int64_t j = 0; j < H; ++j) zb[j] = ActivationFn<A>::forward(zb[j]);
+  }
+}
+
+template <typename scalar_t, Activation A>
+__attribute__((always_inline)) inline void activation_backward_body(scalar_t* grad_z, const scalar_t* h, int64_t ld,
+                                                                    const scalar_t* grad_h, int64_t H, int64_t rows) {
   for (int64_t b = 0; b < rows; ++b) {
     scalar_t* gz = grad_z + b * ld;
     const scalar_t* hb = h + b * ld;
     const scalar_t* gh = grad_h + b * H;
     for (int64_t j = 0; j < H; ++j) gz[j] = ActivationFn<A>::backward_from_output(gz[j] + gh[j], hb[j]);
   }
+}
+
+template <bool use_fma, typename scalar_t, Activation A>
+__attribute__((always_inline)) inline void backward_body(scalar_t* grad_z, const scalar_t* h, int64_t ld,
+                                                         scalar_t* grad_h, const scalar_t* w, int64_t H,
+                                                         int64_t rows) {
+  constexpr int64_t columns = kColumns<scalar_t>;
+  activation_backward_body<scalar_t, A>(grad_z, h, ld, grad_h, H, rows);
   for (int64_t b0 = 0; b0 < rows; b0 += kRows) {
     const int64_t tile_rows = std::min(kRows, rows - b0);
     for (int64_t k0 = 0; k0 < H; k0 += columns) {
@@ -106,6 +120,15 @@ __attribute__((always_inline)) inline void backward_body(scalar_t* grad_z, const
   TARGET_ATTRIBUTE void backward_##SUFFIX(scalar_t* grad_z, const scalar_t* h, int64_t ld, scalar_t* grad_h,      \
                                           const scalar_t* w, int64_t H, int64_t rows) {                           \
     backward_body<USE_FMA, scalar_t, A>(grad_z, h, ld, grad_h, w, H, rows);                                       \
+  }                                                                                                               \
+  template <typename scalar_t, Activation A>                                                                      \
+  TARGET_ATTRIBUTE void activate_##SUFFIX(scalar_t* z, int64_t ld, int64_t H, int64_t rows) {                     \
+    activate_body<scalar_t, A>(z, ld, H, rows);                                                                   \
+  }                                                                                                               \
+  template <typename scalar_t, Activation A>                                                                      \
+  TARGET_ATTRIBUTE void activation_backward_##SUFFIX(scalar_t* grad_z, const scalar_t* h, int64_t ld,             \
+                                                     const scalar_t* grad_h, int64_t H, int64_t rows) {           \
+    activation_backward_body<scalar_t, A>(grad_z, h, ld, grad_h, H, rows);                                        \
   }
 
 #if RNNFAST_HAVE_AVX512_VARIANT
@@ -137,9 +160,30 @@ void backward_step_small(scalar_t* grad_z, const scalar_t* h, int64_t ld, scalar
   backward_baseline<scalar_t, A>(grad_z, h, ld, grad_h, w_hh, H, rows);
 }
 
+template <typename scalar_t, Activation A>
+void activate_rows(scalar_t* z, int64_t ld, int64_t H, int64_t rows) {
+#if RNNFAST_HAVE_AVX512_VARIANT
+  if (cpu_has_avx512()) return activate_avx512<scalar_t, A>(z, ld, H, rows);
+  if (cpu_has_avx2()) return activate_avx2<scalar_t, A>(z, ld, H, rows);
+#endif
+  activate_baseline<scalar_t, A>(z, ld, H, rows);
+}
+
+template <typename scalar_t, Activation A>
+void activation_backward_rows(scalar_t* grad_z, const scalar_t* h, int64_t ld, const scalar_t* grad_h, int64_t H,
+                              int64_t rows) {
+#if RNNFAST_HAVE_AVX512_VARIANT
+  if (cpu_has_avx512()) return activation_backward_avx512<scalar_t, A>(grad_z, h, ld, grad_h, H, rows);
+  if (cpu_has_avx2()) return activation_backward_avx2<scalar_t, A>(grad_z, h, ld, grad_h, H, rows);
+#endif
+  activation_backward_baseline<scalar_t, A>(grad_z, h, ld, grad_h, H, rows);
+}
+
 #define RNNFAST_INSTANTIATE(T, ACT)                                                                          \
   template void forward_step_small<T, ACT>(T*, int64_t, const T*, int64_t, const T*, int64_t, int64_t);    \
-  template void backward_step_small<T, ACT>(T*, const T*, int64_t, T*, const T*, int64_t, int64_t);
+  template void backward_step_small<T, ACT>(T*, const T*, int64_t, T*, const T*, int64_t, int64_t);          \
+  template void activate_rows<T, ACT>(T*, int64_t, int64_t, int64_t);                                       \
+  template void activation_backward_rows<T, ACT>(T*, const T*, int64_t, const T*, int64_t, int64_t);
 RNNFAST_INSTANTIATE(float, Activation::Tanh)
 RNNFAST_INSTANTIATE(float, Activation::Relu)
 RNNFAST_INSTANTIATE(double, Activation::Tanh)
