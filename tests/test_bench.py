@@ -112,7 +112,7 @@ def test_quick_run_writes_every_measurement_table_and_plot(tmp_path):
     run = subprocess.run([sys.executable, "-m", "rnnfast.bench", "--quick", "--out", str(out)], env=env,
                          capture_output=True, text=True, timeout=300)  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "Standard shapes" in run.stdout and "Sequential penalty" in run.stdout
+    assert "Standard shapes" in run.stdout and "Sequential penalty" in run.stdout and "Headroom" in run.stdout
     assert "done" in run.stderr  # the progress bar's last line
 
     result = json.loads((out / "results.json").read_text())

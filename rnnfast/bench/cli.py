@@ -17,7 +17,7 @@ from .plans import MODES, PLANS
 from .progress import Progress
 from .registry import Limits, registered
 from .runner import measure_shape
-from .floor import floor_section
+from .floor import floor_section, headroom_section
 from .split import measure_split, split_section
 from .sweeps import batch_sections, seq_len_sections, seq_len_slopes, standard_sections
 
@@ -104,7 +104,8 @@ def main(argv=None) -> int:
 
     sections = standard_sections(records, names) + seq_len_sections(records, names) + batch_sections(records, names)
     sections += [split_section(splits)] if splits else []
-    sections += [floor_section(splits)] if any(r.get("floor_s") for r in splits) else []
+    if any(r.get("floor_s") for r in splits):
+        sections += [floor_section(splits), headroom_section(splits, records)]
     sections += [penalty_section(penalties)]
 
     from . import plots  # matplotlib is imported only once there is something to draw

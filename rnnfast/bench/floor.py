@@ -4,9 +4,11 @@ measured in the same interleaved run as the loops (split.py). A step cannot cost
 forward's extra is the activation and the accumulation onto the input projection, the backward's the
 derivative pass and its bookkeeping. CPU only: the op that times the floor has no CUDA kernel."""
 
+import math
 from typing import Dict, List
 
-from .tables import Section
+from .sweeps import index, median, shape_key, shape_label
+from .tables import Section, milliseconds
 
 
 def floor_section(splits: List[Dict]) -> Section:
@@ -18,7 +20,7 @@ def floor_section(splits: List[Dict]) -> Section:
         T = s["seq_len"]
         floor, forward, backward = r["floor_s"] / T, r["loops_s"]["forward loop"] / T, r["loops_s"]["backward loop"] / T
         rows.append([
-            f"B={s['batch']} T={T} I={s['input_size']} H={s['hidden_size']}",
+            shape_label(s),
             f"{floor * 1e6:.3g}",
             f"{forward * 1e6:.3g}",
             f"{forward / floor:.2f}x",
@@ -33,5 +35,46 @@ def floor_section(splits: List[Dict]) -> Section:
             "floor: one (B x H) @ (H x H) product per step through the BLAS routine (sgemm_/dgemm_), T of them "
             "in a tight C++ loop, nothing else. fwd loop, bwd loop: per step, as in the split table. At small "
             "sizes the fused step kernel can beat the floor: it makes no BLAS call at all.",
+        ],
+    )
+
+
+def headroom_section(splits: List[Dict], records: List[Dict]) -> Section:
+    """What is left to gain at each one-layer standard shape: a lower bound on rnnfast's time from the same run's
+    measurements, and torch.nn.RNN's time over it, the most any kernel with these products could be faster."""
+    found = index(records, "standard")
+    rows, best = [], {"forward": [], "forward_backward": []}
+    for r in splits:
+        if r.get("floor_s") is None:
+            continue
+        parts = {name: t["median_s"] for name, t in r["parts"].items()}
+        # Inference: the input projection and one bare product a step. Training adds every backward product and
+        # a second bare product a step (dL/dh_{t-1} = dL/dz_t W_hh).
+        bounds = {"forward": parts["input projection"] + r["floor_s"],
+                  "forward_backward": r["parallel_s"] + 2 * r["floor_s"]}  # fmt: skip
+        row = [shape_label(r["shape"])]
+        for mode, bound in bounds.items():
+            torch_nn = median(found.get((shape_key(r["shape"]), mode, "torch.nn.RNN")))
+            ours = median(found.get((shape_key(r["shape"]), mode, "rnnfast.RNN")))
+            row += [milliseconds(bound), f"{ours / bound:.2f}x" if ours else "-",
+                    f"{torch_nn / bound:.1f}x" if torch_nn else "-"]  # fmt: skip
+            if torch_nn:
+                best[mode].append(torch_nn / bound)
+        rows.append(row)
+    if rows:
+        rows.append(["geometric mean"] + sum(
+            (["", "", f"{math.exp(sum(map(math.log, b)) / len(b)):.1f}x" if b else "-"] for b in best.values()), []))
+    return Section(
+        "Headroom: a lower bound on one call from the parts measured above, and what it leaves to gain (ms)",
+        ["shape", "inference bound", "rnnfast / bound", "torch.nn / bound", "training bound", "rnnfast / bound",
+         "torch.nn / bound"],
+        rows,
+        [
+            "bound: the whole-sequence products (the split table's, timed on their own) plus T bare per-step "
+            "products (the floor) for inference, 2T for training. torch.nn / bound is the speed-up over "
+            "torch.nn.RNN that a kernel spending only that time would show: the most this design can reach here "
+            "short of faster products. Not a strict bound: below H = 256 the fused step kernel beats the BLAS "
+            "floor, and at B = 1 the floor is mostly BLAS call overhead. Module overhead (Python, autograd) is "
+            "not in it.",
         ],
     )

@@ -38,7 +38,7 @@ def measure_split(shape: Shape, timing: TimingConfig, device, dtype, synchronize
     # dL/dz as the backward's products receive it would need the op's internals; any values of its shape cost
     # the same in a matrix product.
     dz = problem.grad_output.reshape(T * B, H)
-    prev = torch.cat((hx, output[:-1]))  # (T, B, H), the state each step started from
+    carried = output.reshape(T * B, H)[: (T - 1) * B]  # the states steps 1..T-1 started from, read in place
 
     parts = {
         "total": build_rnnfast(problem).forward_backward,
@@ -48,7 +48,8 @@ def measure_split(shape: Shape, timing: TimingConfig, device, dtype, synchronize
         "input projection": lambda: torch.addmm(bias, x2d, w_ih.t()),
         "grad input": lambda: torch.mm(dz, w_ih),
         "grad W_ih": lambda: torch.mm(dz.t(), x2d),
-        "grad W_hh": lambda: torch.bmm(dz.view(T * B, 1, H).permute(1, 2, 0), prev.view(T * B, 1, H).transpose(0, 1)),
+        # As recurrent_weight_gradient (csrc/layer_states.cpp) computes it: step 0's term from hx, the rest in place.
+        "grad W_hh": lambda: torch.mm(dz[:B].t(), hx[0]).addmm_(dz[B:].t(), carried),
         "grad bias": lambda: dz.sum(0),
     }
     if device.type == "cpu":
