@@ -99,7 +99,7 @@ PLANS = {
         timing=TimingConfig(warmup=1, repeats=3, min_repeats=3, min_sample_s=0.001, budget_s=0.05),
         compile_max_steps=0,
     ),
-    # About two minutes on a 2-core CPU.
+    # About five minutes on a 2-core CPU (seven standard shapes, three cells).
     "default": Plan(
         name="default",
         standard_shapes=STANDARD_SHAPES,
