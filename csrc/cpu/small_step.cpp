@@ -140,44 +140,41 @@ RNNFAST_SMALL_STEP_KERNELS(baseline, , false)
 
 }  // namespace
 
+// Returns KERNEL's variant for the widest instruction set the CPU runs, called on the arguments.
+#if RNNFAST_HAVE_AVX512_VARIANT
+#define RNNFAST_CALL_WIDEST(KERNEL, ...)                                                 \
+  do {                                                                                   \
+    if (cpu_has_avx512()) return KERNEL##_avx512<scalar_t, A>(__VA_ARGS__);             \
+    if (cpu_has_avx2()) return KERNEL##_avx2<scalar_t, A>(__VA_ARGS__);                 \
+    return KERNEL##_baseline<scalar_t, A>(__VA_ARGS__);                                 \
+  } while (0)
+#else
+#define RNNFAST_CALL_WIDEST(KERNEL, ...) return KERNEL##_baseline<scalar_t, A>(__VA_ARGS__)
+#endif
+
 template <typename scalar_t, Activation A>
 void forward_step_small(scalar_t* z, int64_t ld_z, const scalar_t* h_prev, int64_t ld_h, const scalar_t* w_hh_t,
                         int64_t H, int64_t rows) {
-#if RNNFAST_HAVE_AVX512_VARIANT
-  if (cpu_has_avx512()) return forward_avx512<scalar_t, A>(z, ld_z, h_prev, ld_h, w_hh_t, H, rows);
-  if (cpu_has_avx2()) return forward_avx2<scalar_t, A>(z, ld_z, h_prev, ld_h, w_hh_t, H, rows);
-#endif
-  forward_baseline<scalar_t, A>(z, ld_z, h_prev, ld_h, w_hh_t, H, rows);
+  RNNFAST_CALL_WIDEST(forward, z, ld_z, h_prev, ld_h, w_hh_t, H, rows);
 }
 
 template <typename scalar_t, Activation A>
 void backward_step_small(scalar_t* grad_z, const scalar_t* h, int64_t ld, scalar_t* grad_h, const scalar_t* w_hh,
                          int64_t H, int64_t rows) {
-#if RNNFAST_HAVE_AVX512_VARIANT
-  if (cpu_has_avx512()) return backward_avx512<scalar_t, A>(grad_z, h, ld, grad_h, w_hh, H, rows);
-  if (cpu_has_avx2()) return backward_avx2<scalar_t, A>(grad_z, h, ld, grad_h, w_hh, H, rows);
-#endif
-  backward_baseline<scalar_t, A>(grad_z, h, ld, grad_h, w_hh, H, rows);
+  RNNFAST_CALL_WIDEST(backward, grad_z, h, ld, grad_h, w_hh, H, rows);
 }
 
 template <typename scalar_t, Activation A>
 void activate_rows(scalar_t* z, int64_t ld, int64_t H, int64_t rows) {
-#if RNNFAST_HAVE_AVX512_VARIANT
-  if (cpu_has_avx512()) return activate_avx512<scalar_t, A>(z, ld, H, rows);
-  if (cpu_has_avx2()) return activate_avx2<scalar_t, A>(z, ld, H, rows);
-#endif
-  activate_baseline<scalar_t, A>(z, ld, H, rows);
+  RNNFAST_CALL_WIDEST(activate, z, ld, H, rows);
 }
 
 template <typename scalar_t, Activation A>
 void activation_backward_rows(scalar_t* grad_z, const scalar_t* h, int64_t ld, const scalar_t* grad_h, int64_t H,
                               int64_t rows) {
-#if RNNFAST_HAVE_AVX512_VARIANT
-  if (cpu_has_avx512()) return activation_backward_avx512<scalar_t, A>(grad_z, h, ld, grad_h, H, rows);
-  if (cpu_has_avx2()) return activation_backward_avx2<scalar_t, A>(grad_z, h, ld, grad_h, H, rows);
-#endif
-  activation_backward_baseline<scalar_t, A>(grad_z, h, ld, grad_h, H, rows);
+  RNNFAST_CALL_WIDEST(activation_backward, grad_z, h, ld, grad_h, H, rows);
 }
+#undef RNNFAST_CALL_WIDEST
 
 #define RNNFAST_INSTANTIATE(T, ACT)                                                                          \
   template void forward_step_small<T, ACT>(T*, int64_t, const T*, int64_t, const T*, int64_t, int64_t);    \
