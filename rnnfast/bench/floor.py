@@ -4,10 +4,9 @@ measured in the same interleaved run as the loops (split.py). A step cannot cost
 forward's extra is the activation and the accumulation onto the input projection, the backward's the
 derivative pass and its bookkeeping. CPU only: the op that times the floor has no CUDA kernel."""
 
-import math
 from typing import Dict, List
 
-from .sweeps import index, median, shape_key, shape_label
+from .sweeps import geometric_mean, index, median, shape_key, shape_label
 from .tables import Section, milliseconds
 
 
@@ -62,8 +61,10 @@ def headroom_section(splits: List[Dict], records: List[Dict]) -> Section:
                 best[mode].append(torch_nn / bound)
         rows.append(row)
     if rows:
-        rows.append(["geometric mean"] + sum(
-            (["", "", f"{math.exp(sum(map(math.log, b)) / len(b)):.1f}x" if b else "-"] for b in best.values()), []))
+        summary = ["geometric mean"]
+        for ratios in best.values():
+            summary += ["", "", f"{geometric_mean(ratios):.1f}x" if ratios else "-"]
+        rows.append(summary)
     return Section(
         "Headroom: a lower bound on one call from the parts measured above, and what it leaves to gain (ms)",
         ["shape", "inference bound", "rnnfast / bound", "torch.nn / bound", "training bound", "rnnfast / bound",

@@ -13,7 +13,7 @@ from typing import Callable, Dict, List
 import torch
 
 from .implementations import build_rnnfast
-from .plans import Shape
+from .plans import Shape, shape_label
 from .problem import make_problem
 from .tables import Section, milliseconds
 from .timing import TimingConfig, time_interleaved
@@ -85,7 +85,7 @@ def split_section(results: List[Dict]) -> Section:
             return f"{milliseconds(seconds)} ({100 * seconds / total:.0f}%)"
 
         rows.append([
-            f"B={s['batch']} T={s['seq_len']} I={s['input_size']} H={s['hidden_size']}",
+            shape_label(s),
             milliseconds(total),
             share(r["parallel_s"]),
             share(r["sequential_s"]),

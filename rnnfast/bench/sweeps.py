@@ -28,6 +28,10 @@ def shapes_of(records: List[Dict], analysis: str) -> List[Dict]:
     return list(seen.values())
 
 
+def geometric_mean(values: Sequence[float]) -> float:
+    return math.exp(sum(map(math.log, values)) / len(values))
+
+
 def median(record: Optional[Dict]) -> Optional[float]:
     return record["median_s"] if record is not None and record["status"] == "ok" else None
 
@@ -69,7 +73,7 @@ def standard_sections(records: List[Dict], impls: Sequence[str]) -> List[Section
                     ratios[i].append(s)
             speedup_rows.append(row)
         speedup_rows.append([f"geometric mean, {mode}"]
-                            + [f"{math.exp(sum(map(math.log, r)) / len(r)):.2f}x" if r else "-"
+                            + [f"{geometric_mean(r):.2f}x" if r else "-"
                                for r in ratios.values()])  # fmt: skip
     return [
         Section("Standard shapes: median time per call (ms, ± half the interquartile range)", ["shape, mode", *impls],
