@@ -43,7 +43,7 @@ using OptionalTensor = const c10::optional<at::Tensor>&;
 using T = const at::Tensor&;
 using ElmanForward = std::tuple<at::Tensor, at::Tensor>(T, T, T, T, OptionalTensor, OptionalTensor, bool);
 using LstmForward = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>(T, T, T, T, T, OptionalTensor,
-                                                                               OptionalTensor, OptionalTensor);
+                                                                               OptionalTensor, OptionalTensor, bool);
 
 constexpr char kElmanForward[] = "rnnfast::elman_layer_forward";
 constexpr char kLstmForward[] = "rnnfast::lstm_layer_forward";

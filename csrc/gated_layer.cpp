@@ -26,7 +26,7 @@ ForwardResult gated_forward(const CellSpec& cell, GatedForwardRecurrence recurre
                             const at::Tensor& hx, const c10::optional<at::Tensor>& cx, const at::Tensor& weight_ih,
                             const at::Tensor& weight_hh, const c10::optional<at::Tensor>& bias_x,
                             const c10::optional<at::Tensor>& bias_h, const c10::optional<at::Tensor>& weight_hr,
-                            const c10::optional<at::Tensor>& batch_sizes) {
+                            const c10::optional<at::Tensor>& batch_sizes, bool save_workspace) {
   // The products below are in the op's own dtype even inside an autocast region (csrc/autocast.cpp).
   c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   const GatedSizes s =
@@ -35,21 +35,21 @@ ForwardResult gated_forward(const CellSpec& cell, GatedForwardRecurrence recurre
   const int64_t* bs = host_batch_sizes(batch_sizes, bs_holder);
   const int64_t GH = s.G * s.H;
 
-  const at::Tensor x = input.contiguous().view({s.T * s.B, s.I});       // (T*B, I)
-  const at::Tensor w_ih = weight_ih.contiguous().view({s.D * GH, s.I});  // (D*G*H, I)
   GatedForwardBuffers buffers;
-  buffers.gates_x = (bias_x.has_value() ? at::addmm(bias_x->contiguous().view({s.D * GH}), x, w_ih.t())
-                                        : at::mm(x, w_ih.t()))
-                        .view({s.T, s.B, s.D * GH});
+  buffers.input = input.contiguous().view({s.T * s.B, s.I});
+  buffers.weight_ih = weight_ih.contiguous().view({s.D * GH, s.I});
+  if (bias_x.has_value()) buffers.bias_x = bias_x->contiguous().view({s.D * GH});
   buffers.bias_h = contiguous_or_undefined(bias_h);
   buffers.weight_hh = weight_hh.contiguous();
   buffers.weight_hr = contiguous_or_undefined(weight_hr);
   buffers.output = at::empty({s.T, s.B, s.D * s.P}, input.options());
   buffers.h = hx.clone(at::MemoryFormat::Contiguous);
   if (cx.has_value()) buffers.c = cx->clone(at::MemoryFormat::Contiguous);
-  buffers.workspace = at::empty({s.T, s.B, s.D * s.W * s.H}, input.options());
+  // Unsaved, the workspace shrinks to one step's scratch: at T = 1024, B = 32, H = 64 the whole one is 50 MB,
+  // and the page faults of a fresh buffer that size cost the LSTM forward more than its arithmetic.
+  buffers.workspace = at::empty({save_workspace ? s.T : 1, s.B, s.D * s.W * s.H}, input.options());
   if (s.T > 0) recurrence(buffers, s, bs);
-  return {buffers.output, buffers.h, buffers.c, buffers.workspace};
+  return {buffers.output, buffers.h, buffers.c, save_workspace ? buffers.workspace : at::empty({0}, input.options())};
 }
 
 struct BackwardResult {
@@ -105,13 +105,20 @@ BackwardResult gated_backward(const CellSpec& cell, GatedBackwardRecurrence recu
 
 }  // namespace
 
+at::Tensor whole_input_projection(const GatedForwardBuffers& buffers, const GatedSizes& s) {
+  const at::Tensor& x = buffers.input;
+  const at::Tensor& w_ih = buffers.weight_ih;
+  at::Tensor gates_x = buffers.bias_x.defined() ? at::addmm(buffers.bias_x, x, w_ih.t()) : at::mm(x, w_ih.t());
+  return gates_x.view({s.T, s.B, s.D * s.G * s.H});
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_forward_with(
     GatedForwardRecurrence recurrence, const at::Tensor& input, const at::Tensor& hx, const at::Tensor& cx,
     const at::Tensor& weight_ih, const at::Tensor& weight_hh, const c10::optional<at::Tensor>& bias,
-    const c10::optional<at::Tensor>& weight_hr, const c10::optional<at::Tensor>& batch_sizes) {
+    const c10::optional<at::Tensor>& weight_hr, const c10::optional<at::Tensor>& batch_sizes, bool save_workspace) {
   // b_ih + b_hh arrives summed: the LSTM adds both before every nonlinearity.
   ForwardResult r = gated_forward(LstmCell::spec, recurrence, input, hx, cx, weight_ih, weight_hh, bias,
-                                  c10::nullopt, weight_hr, batch_sizes);
+                                  c10::nullopt, weight_hr, batch_sizes, save_workspace);
   return {r.output, r.h_n, r.c_n, r.workspace};
 }
 
@@ -140,7 +147,7 @@ lstm_layer_backward_with(GatedBackwardRecurrence recurrence, const at::Tensor& g
 std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_forward_with(
     GatedForwardRecurrence recurrence, const at::Tensor& input, const at::Tensor& hx, const at::Tensor& weight_ih,
     const at::Tensor& weight_hh, const c10::optional<at::Tensor>& bias_ih, const c10::optional<at::Tensor>& bias_hh,
-    const c10::optional<at::Tensor>& batch_sizes) {
+    const c10::optional<at::Tensor>& batch_sizes, bool save_workspace) {
   TORCH_CHECK(bias_ih.has_value() == bias_hh.has_value(),
               "rnnfast: expected both bias_ih and bias_hh, or neither, for the GRU cell");
   // The cell adds b_hh itself (its n part sits inside r * (...)), so it always gets one, zero without a bias.
@@ -149,7 +156,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_forward_with(
     recurrent_bias = at::zeros({weight_ih.size(0), weight_ih.size(1)}, weight_ih.options());
   }
   ForwardResult r = gated_forward(GruCell::spec, recurrence, input, hx, c10::nullopt, weight_ih, weight_hh, bias_ih,
-                                  recurrent_bias, c10::nullopt, batch_sizes);
+                                  recurrent_bias, c10::nullopt, batch_sizes, save_workspace);
   return {r.output, r.h_n, r.workspace};
 }
 

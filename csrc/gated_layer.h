@@ -17,15 +17,30 @@ namespace rnnfast {
 
 // What a forward recurrence reads and writes. Contiguous, on the input's device and dtype.
 struct GatedForwardBuffers {
-  at::Tensor gates_x;    // (T, B, D*G*H): x_t W_ih^T plus the biases summed up front, every step; read only
+  // The input projection's operands: a backend computes gates_x = x_t W_ih^T + bias_x from them, for the whole
+  // sequence at once (whole_input_projection) or a block of steps at a time.
+  at::Tensor input;      // (T*B, I)
+  at::Tensor weight_ih;  // (D*G*H, I)
+  at::Tensor bias_x;     // (D*G*H): the biases the cell sums up front, or undefined
   at::Tensor bias_h;     // (D, G*H): the recurrent bias the cell applies itself, or undefined (see CellSpec)
   at::Tensor weight_hh;  // (D, G*H, P)
   at::Tensor weight_hr;  // (D, P, H): the LSTM's projection, or undefined
   at::Tensor output;     // (T, B, D*P): written, h_t, zeros past a row's length
   at::Tensor h;          // (D, B, P): hx on entry, each row's last h on return
   at::Tensor c;          // (D, B, H): cx on entry, each row's last c on return; undefined without a cell state
-  at::Tensor workspace;  // (T, B, D*W*H): written, the cell's saved quantities, zeros past a row's length
+  // (T, B, D*W*H): written, the cell's saved quantities, zeros past a row's length. Or, when nothing will read
+  // them (inference), (1, B, D*W*H): scratch that every step overwrites (workspace_step_stride).
+  at::Tensor workspace;
 };
+
+// How far apart two steps' slices of the forward's workspace are: 0 in the one-step scratch of inference.
+inline int64_t workspace_step_stride(const GatedForwardBuffers& buffers, const GatedSizes& s) {
+  return buffers.workspace.size(0) == s.T ? s.B * s.D * s.W * s.H : 0;
+}
+
+// gates_x of every step and direction, (T, B, D*G*H), as one product: for backends that project the whole
+// sequence before the loop.
+at::Tensor whole_input_projection(const GatedForwardBuffers& buffers, const GatedSizes& sizes);
 
 // Runs the loop over time of every direction. batch_sizes is a host array of T counts, or nullptr when all B
 // rows run all T steps.
@@ -52,7 +67,7 @@ using GatedBackwardRecurrence = void (*)(GatedBackwardBuffers& buffers, const Ga
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_forward_with(
     GatedForwardRecurrence recurrence, const at::Tensor& input, const at::Tensor& hx, const at::Tensor& cx,
     const at::Tensor& weight_ih, const at::Tensor& weight_hh, const c10::optional<at::Tensor>& bias,
-    const c10::optional<at::Tensor>& weight_hr, const c10::optional<at::Tensor>& batch_sizes);
+    const c10::optional<at::Tensor>& weight_hr, const c10::optional<at::Tensor>& batch_sizes, bool save_workspace);
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
 lstm_layer_backward_with(GatedBackwardRecurrence recurrence, const at::Tensor& grad_output,
@@ -65,7 +80,7 @@ lstm_layer_backward_with(GatedBackwardRecurrence recurrence, const at::Tensor& g
 std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_forward_with(
     GatedForwardRecurrence recurrence, const at::Tensor& input, const at::Tensor& hx, const at::Tensor& weight_ih,
     const at::Tensor& weight_hh, const c10::optional<at::Tensor>& bias_ih, const c10::optional<at::Tensor>& bias_hh,
-    const c10::optional<at::Tensor>& batch_sizes);
+    const c10::optional<at::Tensor>& batch_sizes, bool save_workspace);
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_layer_backward_with(
     GatedBackwardRecurrence recurrence, const at::Tensor& grad_output, const at::Tensor& grad_h_n,
@@ -78,8 +93,8 @@ template <GatedForwardRecurrence R>
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_forward_op(
     const at::Tensor& input, const at::Tensor& hx, const at::Tensor& cx, const at::Tensor& weight_ih,
     const at::Tensor& weight_hh, const c10::optional<at::Tensor>& bias, const c10::optional<at::Tensor>& weight_hr,
-    const c10::optional<at::Tensor>& batch_sizes) {
-  return lstm_layer_forward_with(R, input, hx, cx, weight_ih, weight_hh, bias, weight_hr, batch_sizes);
+    const c10::optional<at::Tensor>& batch_sizes, bool save_workspace) {
+  return lstm_layer_forward_with(R, input, hx, cx, weight_ih, weight_hh, bias, weight_hr, batch_sizes, save_workspace);
 }
 
 template <GatedBackwardRecurrence R>
@@ -96,8 +111,8 @@ template <GatedForwardRecurrence R>
 std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_forward_op(
     const at::Tensor& input, const at::Tensor& hx, const at::Tensor& weight_ih, const at::Tensor& weight_hh,
     const c10::optional<at::Tensor>& bias_ih, const c10::optional<at::Tensor>& bias_hh,
-    const c10::optional<at::Tensor>& batch_sizes) {
-  return gru_layer_forward_with(R, input, hx, weight_ih, weight_hh, bias_ih, bias_hh, batch_sizes);
+    const c10::optional<at::Tensor>& batch_sizes, bool save_workspace) {
+  return gru_layer_forward_with(R, input, hx, weight_ih, weight_hh, bias_ih, bias_hh, batch_sizes, save_workspace);
 }
 
 template <GatedBackwardRecurrence R>

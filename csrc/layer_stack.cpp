@@ -68,9 +68,10 @@ c10::optional<at::Tensor> summed_bias(const LayerParams& p) {
   return stack_directions(sums);
 }
 
-// Runs the layers in turn, dropout between them. run_layer(layer, layer_input, layer_states) runs one layer, all
-// directions, given each state's (D, B, .) slice, and returns its output and final states. Returns the last
-// layer's output and the final states (L*D, B, .), one per initial state.
+// Runs the layers in turn, dropout between them. run_layer(layer, layer_input, layer_states, differentiable) runs
+// one layer, all directions, given each state's (D, B, .) slice, and returns its output and final states;
+// differentiable says whether autograd will record it (a gated layer keeps its workspace only then). Returns the
+// last layer's output and the final states (L*D, B, .), one per initial state.
 template <typename RunLayer>
 std::pair<at::Tensor, std::vector<at::Tensor>> run_stack(const at::Tensor& input, std::vector<at::Tensor> states,
                                                          at::TensorList params, int64_t num_layers, double dropout,
@@ -80,14 +81,15 @@ std::pair<at::Tensor, std::vector<at::Tensor>> run_stack(const at::Tensor& input
   for (const at::Tensor& s : states)
     TORCH_CHECK(s.dim() == 3 && s.size(0) == num_layers * D, "rnnfast: expected each state to be (", num_layers * D,
                 ", B, .) for ", num_layers, " layers of ", D, " directions, got ", s.sizes());
+  const bool differentiable = needs_gradient(input, states, params);
   std::optional<at::AutoDispatchBelowAutograd> below_autograd;
-  if (!needs_gradient(input, states, params)) below_autograd.emplace();
+  if (!differentiable) below_autograd.emplace();
   at::Tensor layer_input = input;
   std::vector<std::vector<at::Tensor>> finals(states.size());  // per state, one (D, B, .) per layer
   for (int64_t layer = 0; layer < num_layers; ++layer) {
     std::vector<at::Tensor> layer_states;
     for (const at::Tensor& s : states) layer_states.push_back(s.narrow(0, layer * D, D));
-    auto [output, layer_finals] = run_layer(layer, layer_input, layer_states);
+    auto [output, layer_finals] = run_layer(layer, layer_input, layer_states, differentiable);
     for (size_t i = 0; i < states.size(); ++i) finals[i].push_back(layer_finals[i]);
     if (dropout > 0 && train && layer < num_layers - 1) output = at::dropout(output, dropout, /*train=*/true);
     layer_input = output;
@@ -113,7 +115,7 @@ std::tuple<at::Tensor, at::Tensor> elman_rnn(const at::Tensor& input, const at::
   const int64_t D = bidirectional ? 2 : 1;
   auto [output, finals] = run_stack(
       input, {hx}, params, num_layers, dropout, train, bidirectional,
-      [&](int64_t layer, const at::Tensor& layer_input, const std::vector<at::Tensor>& states) {
+      [&](int64_t layer, const at::Tensor& layer_input, const std::vector<at::Tensor>& states, bool) {
         const LayerParams p = layer_params(params, layer, D, has_biases, false);
         auto [out, h_n] = op.call(layer_input, states[0], stack_directions(p.w_ih), stack_directions(p.w_hh),
                                   summed_bias(p), batch_sizes, relu);
@@ -129,15 +131,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm(const at::Tensor& input, con
                                                     const OptTensor& batch_sizes) {
   static const auto op = layer_op<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
       const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const OptTensor&,
-      const OptTensor&, const OptTensor&)>("rnnfast::lstm_layer_forward");
+      const OptTensor&, const OptTensor&, bool)>("rnnfast::lstm_layer_forward");
   const int64_t D = bidirectional ? 2 : 1;
   auto [output, finals] = run_stack(
       input, {hx, cx}, params, num_layers, dropout, train, bidirectional,
-      [&](int64_t layer, const at::Tensor& layer_input, const std::vector<at::Tensor>& states) {
+      [&](int64_t layer, const at::Tensor& layer_input, const std::vector<at::Tensor>& states, bool differentiable) {
         const LayerParams p = layer_params(params, layer, D, has_biases, has_projections);
         const OptTensor w_hr = has_projections ? OptTensor(stack_directions(p.w_hr)) : c10::nullopt;
-        auto [out, h_n, c_n, workspace] = op.call(layer_input, states[0], states[1], stack_directions(p.w_ih),
-                                                  stack_directions(p.w_hh), summed_bias(p), w_hr, batch_sizes);
+        auto [out, h_n, c_n, workspace] =
+            op.call(layer_input, states[0], states[1], stack_directions(p.w_ih), stack_directions(p.w_hh),
+                    summed_bias(p), w_hr, batch_sizes, differentiable);
         return std::make_pair(out, std::vector<at::Tensor>{h_n, c_n});
       });
   return {output, finals[0], finals[1]};
@@ -148,17 +151,17 @@ std::tuple<at::Tensor, at::Tensor> gru(const at::Tensor& input, const at::Tensor
                                        bool bidirectional, const OptTensor& batch_sizes) {
   static const auto op = layer_op<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
       const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const OptTensor&, const OptTensor&,
-      const OptTensor&)>("rnnfast::gru_layer_forward");
+      const OptTensor&, bool)>("rnnfast::gru_layer_forward");
   const int64_t D = bidirectional ? 2 : 1;
   auto [output, finals] = run_stack(
       input, {hx}, params, num_layers, dropout, train, bidirectional,
-      [&](int64_t layer, const at::Tensor& layer_input, const std::vector<at::Tensor>& states) {
+      [&](int64_t layer, const at::Tensor& layer_input, const std::vector<at::Tensor>& states, bool differentiable) {
         const LayerParams p = layer_params(params, layer, D, has_biases, false);
         // Kept apart: b_hn sits inside the reset gate's product.
         const OptTensor b_ih = has_biases ? OptTensor(stack_directions(p.b_ih)) : c10::nullopt;
         const OptTensor b_hh = has_biases ? OptTensor(stack_directions(p.b_hh)) : c10::nullopt;
         auto [out, h_n, workspace] = op.call(layer_input, states[0], stack_directions(p.w_ih),
-                                             stack_directions(p.w_hh), b_ih, b_hh, batch_sizes);
+                                             stack_directions(p.w_hh), b_ih, b_hh, batch_sizes, differentiable);
         return std::make_pair(out, std::vector<at::Tensor>{h_n});
       });
   return {output, finals[0]};

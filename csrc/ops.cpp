@@ -28,10 +28,12 @@ TORCH_LIBRARY(rnnfast, m) {
   // weight_hh (D, 4H, P), bias = b_ih + b_hh (D, 4H), weight_hr (D, P, H) for proj_size = P > 0 (else P = H),
   // batch_sizes as for the Elman op. Gates in torch.nn.LSTM's order i, f, g, o. Returns output (T, B, D*P) with
   // zeros past each row's length, h_n (D, B, P), c_n (D, B, H) and the workspace (T, B, D*6*H) that the backward
-  // reads: per direction and unit i, f, g, o, c_{t-1} and tanh(c_t).
+  // reads: per direction and unit i, f, g, o, c_{t-1} and tanh(c_t). With save_workspace false (inference) the
+  // workspace is not kept, an empty tensor (0,) is returned for it, and the output cannot be differentiated.
   m.def(
       "lstm_layer_forward(Tensor input, Tensor hx, Tensor cx, Tensor weight_ih, Tensor weight_hh, Tensor? bias, "
-      "Tensor? weight_hr, Tensor? batch_sizes) -> (Tensor output, Tensor h_n, Tensor c_n, Tensor workspace)");
+      "Tensor? weight_hr, Tensor? batch_sizes, bool save_workspace=True) -> (Tensor output, Tensor h_n, "
+      "Tensor c_n, Tensor workspace)");
   // Backpropagation through time of lstm_layer_forward, given its saved output and workspace. grad_bias (D, 4H)
   // is the gradient of both b_ih and b_hh; grad_weight_hr is empty (shape (0,)) without a projection.
   m.def(
@@ -42,10 +44,11 @@ TORCH_LIBRARY(rnnfast, m) {
   // One GRU layer, all its directions: input (T, B, I), hx (D, B, H), weight_ih (D, 3H, I), weight_hh (D, 3H, H),
   // bias_ih and bias_hh (D, 3H) both or neither (b_hn sits inside the reset gate's product, so they are not
   // summed). Gates in torch.nn.GRU's order r, z, n. Returns output (T, B, D*H), h_n (D, B, H) and the workspace
-  // (T, B, D*4*H): per direction and unit r, z, n and h_{t-1} W_hn^T + b_hn.
+  // (T, B, D*4*H): per direction and unit r, z, n and h_{t-1} W_hn^T + b_hn; save_workspace as for the LSTM.
   m.def(
       "gru_layer_forward(Tensor input, Tensor hx, Tensor weight_ih, Tensor weight_hh, Tensor? bias_ih, "
-      "Tensor? bias_hh, Tensor? batch_sizes) -> (Tensor output, Tensor h_n, Tensor workspace)");
+      "Tensor? bias_hh, Tensor? batch_sizes, bool save_workspace=True) -> (Tensor output, Tensor h_n, "
+      "Tensor workspace)");
   // Backpropagation through time of gru_layer_forward, given its saved output and workspace.
   m.def(
       "gru_layer_backward(Tensor grad_output, Tensor grad_h_n, Tensor input, Tensor hx, Tensor weight_ih, "

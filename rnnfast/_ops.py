@@ -108,12 +108,23 @@ LSTM_SAVED_PER_UNIT = 6
 GRU_SAVED_PER_UNIT = 4
 
 
+def _workspace_fake(input, per_step, save_workspace):
+    T, B, _ = input.shape
+    return input.new_empty(T, B, per_step) if save_workspace else input.new_empty(0)
+
+
+def _check_workspace_saved(ctx, op):
+    if not ctx.save_workspace:
+        raise RuntimeError(f"rnnfast::{op} was called with save_workspace=False, which keeps nothing for the "
+                           "backward; call it with save_workspace=True to differentiate its outputs")  # fmt: skip
+
+
 @torch.library.register_fake("rnnfast::lstm_layer_forward")
-def _lstm_layer_forward_fake(input, hx, cx, weight_ih, weight_hh, bias, weight_hr, batch_sizes):
+def _lstm_layer_forward_fake(input, hx, cx, weight_ih, weight_hh, bias, weight_hr, batch_sizes, save_workspace=True):
     T, B, _ = input.shape
     D, H, P = weight_ih.shape[0], weight_ih.shape[1] // 4, hx.shape[2]
     return (input.new_empty(T, B, D * P), input.new_empty(D, B, P), input.new_empty(D, B, H),
-            input.new_empty(T, B, D * LSTM_SAVED_PER_UNIT * H))  # fmt: skip
+            _workspace_fake(input, D * LSTM_SAVED_PER_UNIT * H, save_workspace))  # fmt: skip
 
 
 @torch.library.register_fake("rnnfast::lstm_layer_backward")
@@ -130,7 +141,7 @@ def _zeros_if_none(grad, like):
 
 
 def _lstm_setup_context(ctx, inputs, output):
-    input, hx, cx, weight_ih, weight_hh, bias, weight_hr, batch_sizes = inputs
+    input, hx, cx, weight_ih, weight_hh, bias, weight_hr, batch_sizes, save_workspace = inputs
     # The workspace is an output only for the backward to read: autograd would otherwise fill a zero gradient
     # for it on every backward (T x B x 6H values, most of a small layer's backward time).
     ctx.set_materialize_grads(False)
@@ -138,9 +149,11 @@ def _lstm_setup_context(ctx, inputs, output):
     ctx.save_for_backward(input, hx, cx, weight_ih, weight_hh, weight_hr, output[0], output[3])
     ctx.batch_sizes = batch_sizes
     ctx.has_bias = bias is not None
+    ctx.save_workspace = save_workspace
 
 
 def _lstm_backward(ctx, grad_output, grad_h_n, grad_c_n, grad_workspace):
+    _check_workspace_saved(ctx, "lstm_layer_forward")
     input, hx, cx, weight_ih, weight_hh, weight_hr, output, workspace = ctx.saved_tensors
     grad_output, grad_h_n, grad_c_n = (_zeros_if_none(grad_output, output), _zeros_if_none(grad_h_n, hx),
                                        _zeros_if_none(grad_c_n, cx))  # fmt: skip
@@ -149,17 +162,18 @@ def _lstm_backward(ctx, grad_output, grad_h_n, grad_c_n, grad_workspace):
         output, workspace, ctx.batch_sizes,
     )
     return (grad_input, grad_hx, grad_cx, grad_weight_ih, grad_weight_hh, grad_bias if ctx.has_bias else None,
-            grad_weight_hr if weight_hr is not None else None, None)  # fmt: skip
+            grad_weight_hr if weight_hr is not None else None, None, None)  # fmt: skip
 
 
 torch.library.register_autograd("rnnfast::lstm_layer_forward", _lstm_backward, setup_context=_lstm_setup_context)
 
 
 @torch.library.register_fake("rnnfast::gru_layer_forward")
-def _gru_layer_forward_fake(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, batch_sizes):
+def _gru_layer_forward_fake(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, batch_sizes, save_workspace=True):
     T, B, _ = input.shape
     D, H = weight_ih.shape[0], weight_ih.shape[1] // 3
-    return input.new_empty(T, B, D * H), input.new_empty(D, B, H), input.new_empty(T, B, D * GRU_SAVED_PER_UNIT * H)
+    return (input.new_empty(T, B, D * H), input.new_empty(D, B, H),
+            _workspace_fake(input, D * GRU_SAVED_PER_UNIT * H, save_workspace))  # fmt: skip
 
 
 @torch.library.register_fake("rnnfast::gru_layer_backward")
@@ -171,16 +185,18 @@ def _gru_layer_backward_fake(grad_output, grad_h_n, input, hx, weight_ih, weight
 
 
 def _gru_setup_context(ctx, inputs, output):
-    input, hx, weight_ih, weight_hh, bias_ih, bias_hh, batch_sizes = inputs
+    input, hx, weight_ih, weight_hh, bias_ih, bias_hh, batch_sizes, save_workspace = inputs
     # As for the LSTM: no zero gradient filled for the workspace.
     ctx.set_materialize_grads(False)
     # The output and the workspace (r, z, n and the recurrent term of n) are all the backward needs.
     ctx.save_for_backward(input, hx, weight_ih, weight_hh, output[0], output[2])
     ctx.batch_sizes = batch_sizes
     ctx.has_bias = bias_ih is not None
+    ctx.save_workspace = save_workspace
 
 
 def _gru_backward(ctx, grad_output, grad_h_n, grad_workspace):
+    _check_workspace_saved(ctx, "gru_layer_forward")
     input, hx, weight_ih, weight_hh, output, workspace = ctx.saved_tensors
     grad_output, grad_h_n = _zeros_if_none(grad_output, output), _zeros_if_none(grad_h_n, hx)
     grad_input, grad_hx, grad_weight_ih, grad_weight_hh, grad_bias_ih, grad_bias_hh = call_op(
@@ -188,7 +204,7 @@ def _gru_backward(ctx, grad_output, grad_h_n, grad_workspace):
         ctx.batch_sizes,
     )
     biases = (grad_bias_ih, grad_bias_hh) if ctx.has_bias else (None, None)
-    return grad_input, grad_hx, grad_weight_ih, grad_weight_hh, *biases, None
+    return grad_input, grad_hx, grad_weight_ih, grad_weight_hh, *biases, None, None
 
 
 torch.library.register_autograd("rnnfast::gru_layer_forward", _gru_backward, setup_context=_gru_setup_context)

@@ -89,3 +89,19 @@ def test_gated_ops_pass_gradcheck_and_opcheck_on_cuda(packed):
         args = to_cuda(args)
         torch.autograd.gradcheck(lambda *a, op=op, n=outputs: op(*a)[:n], args, eps=1e-6, atol=1e-7)
         torch.library.opcheck(op.default, args)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_forward_ops_without_a_saved_workspace_match_the_cpu_on_cuda(packed):
+    # Inference overwrites one step's scratch workspace (workspace_step_stride): the outputs and final states are
+    # the CPU kernels' on the same float64 arguments, and the workspace comes back empty.
+    batch_sizes = torch.tensor([3, 3, 2, 1]) if packed else None
+    to_cuda = lambda args: tuple(a.cuda() if isinstance(a, torch.Tensor) and a is not batch_sizes else a  # noqa: E731
+                                 for a in args)  # fmt: skip
+    for args, op in [(lstm_args(D=2, H=4, P=2, batch_sizes=batch_sizes), ops.lstm_layer_forward),
+                     (gru_args(D=2, batch_sizes=batch_sizes), ops.gru_layer_forward)]:  # fmt: skip
+        expected, got = op(*args, False), op(*to_cuda(args), False)
+        assert got[-1].shape == (0,)
+        for want, have in zip(expected[:-1], got[:-1], strict=True):
+            torch.testing.assert_close(have.cpu(), want, rtol=1e-12, atol=1e-12)
+        torch.library.opcheck(op.default, (*to_cuda(args), False))

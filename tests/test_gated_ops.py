@@ -72,6 +72,33 @@ def test_gru_ops_pass_opcheck(case):
     torch.library.opcheck(ops.gru_layer_backward.default, backward_args)
 
 
+def gated_forward_cases():
+    for case_id, case in LSTM_CASES.items():
+        yield pytest.param(ops.lstm_layer_forward, lstm_args, case, id=f"LSTM-{case_id}")
+    for case_id, case in CASES.items():
+        yield pytest.param(ops.gru_layer_forward, gru_args, case, id=f"GRU-{case_id}")
+
+
+@pytest.mark.parametrize("op,make_args,case", gated_forward_cases())
+def test_forward_ops_without_a_saved_workspace_give_the_same_outputs(op, make_args, case):
+    """Inference drops the workspace (each step overwrites one step's scratch): outputs and final states keep
+    their bits, the workspace comes back empty, and the fake kernel agrees (opcheck)."""
+    args = make_args(**case)
+    saved, unsaved = op(*args), op(*args, False)
+    assert unsaved[-1].shape == (0,)
+    for with_workspace, without in zip(saved[:-1], unsaved[:-1]):
+        assert torch.equal(with_workspace, without)
+    torch.library.opcheck(op.default, (*args, False))
+
+
+@pytest.mark.parametrize("op,make_args,name", [(ops.lstm_layer_forward, lstm_args, "lstm_layer_forward"),
+                                               (ops.gru_layer_forward, gru_args, "gru_layer_forward")])  # fmt: skip
+def test_differentiating_a_forward_without_a_saved_workspace_raises_a_clear_error(op, make_args, name):
+    output = op(*make_args(requires_grad=True), False)[0]
+    with pytest.raises(RuntimeError, match=f"rnnfast::{name} was called with save_workspace=False"):
+        output.sum().backward()
+
+
 def test_lstm_forward_op_hand_worked_example():
     # One unit, one input, all weights 0.5, no bias, h_0 = c_0 = 0, inputs 1 then 2, worked by hand:
     # every gate's pre-activation is 0.5 x_t + 0.5 h_{t-1}.

@@ -135,15 +135,46 @@ auto pick_backward_cells() {
   return &backward_cells_baseline<Cell, scalar_t>;
 }
 
+// The steps of the input projection computed together: as many as fill about this many bytes of gates_x, so
+// that the block is still in cache when the loop reads it, and its buffer is reused rather than a fresh
+// (T, B, D*G*H) one paid for in page faults on every call. Each block's product still has rows enough
+// (steps * B) to run near the BLAS's peak.
+constexpr int64_t kProjectionBlockBytes = int64_t(1) << 20;
+
+int64_t projection_block_steps(const GatedSizes& s, int64_t element_size) {
+  const int64_t step_bytes = std::max<int64_t>(1, s.B * s.G * s.H * element_size);
+  return std::clamp<int64_t>(kProjectionBlockBytes / step_bytes, 1, std::max<int64_t>(s.T, 1));
+}
+
+// gates_x of direction d for `count` steps from `first`: x_t W_ih[d]^T + bias_x[d], into block (count*B, G*H).
+template <typename scalar_t>
+void project_steps(const GatedForwardBuffers& buf, const GatedSizes& s, int64_t d, int64_t first, int64_t count,
+                   scalar_t* block) {
+  const int64_t GH = s.G * s.H, rows = count * s.B;
+  const scalar_t* bias = buf.bias_x.defined() ? buf.bias_x.const_data_ptr<scalar_t>() + d * GH : nullptr;
+  // As addmm: the bias into every row, the product added onto it.
+  for (int64_t r = 0; r < rows; ++r) {
+    if (bias) {
+      std::copy_n(bias, GH, block + r * GH);
+    } else if (s.I == 0) {
+      std::fill_n(block + r * GH, GH, scalar_t(0));
+    }
+  }
+  if (s.I == 0) return;
+  gemm_row_major<scalar_t>(true, rows, GH, s.I, buf.input.const_data_ptr<scalar_t>() + first * s.B * s.I, s.I,
+                           buf.weight_ih.const_data_ptr<scalar_t>() + d * GH * s.I, s.I, bias ? 1 : 0, block, GH);
+}
+
 template <typename Cell, typename scalar_t>
 void forward_direction(GatedForwardBuffers& buf, const scalar_t* w_hh_t, const scalar_t* w_hr_t, scalar_t* gates_h,
-                       scalar_t* m, const GatedSizes& s, int64_t d, const int64_t* batch_sizes) {
+                       scalar_t* m, scalar_t* gates_block, int64_t block_steps, const GatedSizes& s, int64_t d,
+                       const int64_t* batch_sizes) {
   // w_hh_t: (D, P, G*H) and w_hr_t: (D, H, P), the weights transposed (see forward_recurrence_cpu), w_hr_t
   // nullptr without a projection; gates_h: (B, G*H) scratch for h_{t-1} W_hh^T; m: (B, H) scratch for the cell
-  // output before the projection, or nullptr without one (the cell then writes h directly).
+  // output before the projection, or nullptr without one (the cell then writes h directly); gates_block:
+  // (block_steps * B, G*H) scratch for gates_x of the block of steps holding the current one.
   const int64_t B = s.B, H = s.H, P = s.P, GH = s.G * s.H, WH = s.W * s.H;
-  const int64_t ld_gates = s.D * GH, ld_out = s.D * P, ld_ws = s.D * WH;
-  const scalar_t* gates_x = buf.gates_x.data_ptr<scalar_t>() + d * GH;   // step t, row b at t*B*ld + b*ld
+  const int64_t ld_out = s.D * P, ld_ws = s.D * WH, ws_step = workspace_step_stride(buf, s);
   scalar_t* out = buf.output.data_ptr<scalar_t>() + d * P;                // same layout, stride ld_out
   scalar_t* ws = buf.workspace.data_ptr<scalar_t>() + d * WH;             // same layout, stride ld_ws
   scalar_t* h = buf.h.data_ptr<scalar_t>() + d * B * P;                   // (B, P) the running h
@@ -154,13 +185,18 @@ void forward_direction(GatedForwardBuffers& buf, const scalar_t* w_hh_t, const s
   const auto forward_cells = pick_forward_cells<Cell, scalar_t>();
   // Rows not running at a step keep their h and c: in the forward direction a finished row's last state, in the
   // reverse direction hx and cx until the row's own last step comes round. So h and c end as h_n and c_n.
+  int64_t block_first = -1;  // the first step of the block in gates_block; none yet
   for (int64_t i = 0; i < s.T; ++i) {
     const int64_t t = step_at(d, i, s.T), rows = rows_at(batch_sizes, t, B);
+    if (block_first < 0 || t < block_first || t >= block_first + block_steps) {
+      block_first = t / block_steps * block_steps;
+      project_steps(buf, s, d, block_first, std::min(block_steps, s.T - block_first), gates_block);
+    }
     gemm_row_major<scalar_t>(false, rows, GH, P, h, P, w_hh, GH, 0, gates_h, GH);
-    const scalar_t* gx_t = gates_x + t * B * ld_gates;
+    const scalar_t* gx_t = gates_block + (t - block_first) * B * GH;
     scalar_t* out_t = out + t * B * ld_out;
-    scalar_t* ws_t = ws + t * B * ld_ws;
-    forward_cells({gx_t, ld_gates, gates_h, bias_h, ws_t, ld_ws, h, c, m ? m : h, rows, H, P, GH});
+    scalar_t* ws_t = ws + t * ws_step;
+    forward_cells({gx_t, GH, gates_h, bias_h, ws_t, ld_ws, h, c, m ? m : h, rows, H, P, GH});
     if (m) gemm_row_major<scalar_t>(false, rows, P, H, m, H, w_hr, P, 0, h, P);
     for (int64_t b = 0; b < rows; ++b) std::copy_n(h + b * P, P, out_t + b * ld_out);
     zero_rows(out_t, rows, B, P, ld_out);
@@ -223,10 +259,14 @@ void forward_recurrence_cpu(GatedForwardBuffers& buf, const GatedSizes& s, const
     const at::Tensor w_hr_t = buf.weight_hr.defined() ? buf.weight_hr.transpose(1, 2).contiguous()  // (D, H, P)
                                                       : at::Tensor();
     const scalar_t* w_hr_t_data = w_hr_t.defined() ? w_hr_t.const_data_ptr<scalar_t>() : nullptr;
+    const int64_t block_steps = projection_block_steps(s, sizeof(scalar_t));
+    at::Tensor gates_block = at::empty({s.D, block_steps * s.B, s.G * s.H}, buf.output.options());  // (D, ., G*H)
     for_each_direction(s.D, [&](int64_t d) {
       scalar_t* m_d = m.defined() ? m.data_ptr<scalar_t>() + d * s.B * s.H : nullptr;
       forward_direction<Cell, scalar_t>(buf, w_hh_t.const_data_ptr<scalar_t>(), w_hr_t_data,
-                                        gates_h.data_ptr<scalar_t>() + d * s.B * s.G * s.H, m_d, s, d, batch_sizes);
+                                        gates_h.data_ptr<scalar_t>() + d * s.B * s.G * s.H, m_d,
+                                        gates_block.data_ptr<scalar_t>() + d * block_steps * s.B * s.G * s.H,
+                                        block_steps, s, d, batch_sizes);
     });
   });
 }

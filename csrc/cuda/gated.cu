@@ -97,7 +97,8 @@ void forward_recurrence_cuda(GatedForwardBuffers& buf, const GatedSizes& s, cons
   const c10::cuda::CUDAGuard guard(buf.output.device());
   AT_DISPATCH_FLOATING_TYPES(buf.output.scalar_type(), "gated_forward_cuda", [&] {
     const int64_t B = s.B, H = s.H, P = s.P, GH = s.G * s.H, WH = s.W * s.H;
-    const int64_t ld_gates = s.D * GH, ld_out = s.D * P, ld_ws = s.D * WH;
+    const int64_t ld_gates = s.D * GH, ld_out = s.D * P, ld_ws = s.D * WH, ws_step = workspace_step_stride(buf, s);
+    const at::Tensor gates_x = whole_input_projection(buf, s);  // (T, B, D*G*H)
     // Allocated once per call, never inside the loop over time.
     at::Tensor gates_h = at::empty({s.D, B, GH}, buf.output.options());  // (D, B, G*H)
     const bool projected = buf.weight_hr.defined();
@@ -116,9 +117,9 @@ void forward_recurrence_cuda(GatedForwardBuffers& buf, const GatedSizes& s, cons
         gemm_row_major<scalar_t, scalar_t>(handle, tf32, true, rows, GH, P, h, P,
                                            buf.weight_hh.data_ptr<scalar_t>() + d * GH * P, P, gh, GH);
         forward_cells_kernel<Cell, scalar_t><<<blocks_for(B * H), kElementwiseThreads, 0, stream>>>(
-            buf.gates_x.data_ptr<scalar_t>() + t * B * ld_gates + d * GH, ld_gates, gh,
+            gates_x.data_ptr<scalar_t>() + t * B * ld_gates + d * GH, ld_gates, gh,
             buf.bias_h.defined() ? buf.bias_h.data_ptr<scalar_t>() + d * GH : nullptr,
-            buf.workspace.data_ptr<scalar_t>() + t * B * ld_ws + d * WH, ld_ws, h,
+            buf.workspace.data_ptr<scalar_t>() + t * ws_step + d * WH, ld_ws, h,
             buf.c.defined() ? buf.c.data_ptr<scalar_t>() + d * B * H : nullptr, m_d, out_t, ld_out, B, H, P, rows);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
         if (projected) {
