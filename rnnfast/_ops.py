@@ -41,7 +41,7 @@ def _elman_layer_backward_fake(grad_output, grad_h_n, input, hx, weight_ih, weig
 
 @torch.library.register_fake("rnnfast::recurrence_floor")
 def _recurrence_floor_fake(h0, weight_hh, steps):
-    return h0.new_empty(steps, h0.shape[0], h0.shape[1])
+    return h0.new_empty(steps, h0.shape[0], weight_hh.shape[0])
 
 
 def _elman_setup_context(ctx, inputs, output):

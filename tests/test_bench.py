@@ -144,6 +144,11 @@ def test_quick_run_writes_every_measurement_table_and_plot(tmp_path):
     for split in result["split"]:
         assert split["parallel_s"] > 0 and split["sequential_s"] > 0
         assert split["floor_s"] > 0  # the floor is timed in the same run on the CPU
+    # The gated layers' bounds: each cell at each split shape, the training bound above the inference bound.
+    assert [(b["cell"], b["shape"]) for b in result["gated_bound"]] == [
+        (cell, shape) for shape in result["shapes"]["split"] for cell in ("LSTM", "GRU")]
+    for bound in result["gated_bound"]:
+        assert 0 < bound["inference_bound_s"] < bound["training_bound_s"]
     assert [p["shape"] for p in result["penalty"]] == result["shapes"]["penalty"]
     # The registered parallel-in-time implementations join the penalty analysis, each with its ratio.
     parallel_names = [i["name"] for i in result["implementations"] if i["family"] == "parallel"]
@@ -157,7 +162,7 @@ def test_quick_run_writes_every_measurement_table_and_plot(tmp_path):
         assert image.std() > 0  # something was drawn
     report = (out / "report.md").read_text()
     assert "![" in report and "| rnnfast.RNN" in report
-    assert "Distance from the floor" in report
+    assert "Distance from the floor" in report and "Headroom of the gated layers" in report
 
 
 def test_speedup_divides_by_the_baseline_of_the_implementations_own_cell():

@@ -103,12 +103,13 @@ def test_backward_op_called_directly_on_tensors_that_need_grad_refuses_to_be_dif
         grads[2].sum().backward()
 
 
-def test_recurrence_floor_computes_one_bare_product_per_step():
-    h0, w = torch.randn(3, 5, dtype=torch.float64), torch.randn(5, 5, dtype=torch.float64)
+@pytest.mark.parametrize("N", [5, 12, 2], ids=["square", "gated-forward", "gated-backward"])
+def test_recurrence_floor_computes_one_bare_product_per_step(N):
+    h0, w = torch.randn(3, 5, dtype=torch.float64), torch.randn(N, 5, dtype=torch.float64)
     out = ops.recurrence_floor(h0, w, 4)
-    torch.testing.assert_close(out, (h0 @ w.t()).expand(4, 3, 5), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out, (h0 @ w.t()).expand(4, 3, N), rtol=1e-12, atol=1e-12)
     torch.library.opcheck(ops.recurrence_floor.default, (h0, w, 4))
-    with pytest.raises(RuntimeError, match="expected h0 \\(B, H\\) and weight_hh \\(H, H\\)"):
+    with pytest.raises(RuntimeError, match="expected h0 \\(B, H\\) and weight_hh \\(N, H\\)"):
         ops.recurrence_floor(h0, w[:, :4], 4)
 
 

@@ -18,6 +18,7 @@ from .progress import Progress
 from .registry import Limits, registered
 from .runner import measure_shape
 from .floor import floor_section, headroom_section
+from .gated_bound import GATES, gated_headroom_section, measure_gated_bound
 from .split import measure_split, split_section
 from .sweeps import batch_sections, seq_len_sections, seq_len_slopes, standard_sections
 
@@ -74,8 +75,12 @@ def main(argv=None) -> int:
     shape_runs += [("seq_len", s) for s in plan.seq_len_shapes()]
     shape_runs += [("batch", s) for s in plan.batch_shapes()]
     split_shapes = plan.split_shapes if rnnfast_missing_reason(device, dtype) is None else ()
+    # The gated layers' bounds need the floor op, which is CPU only.
+    gated_bound_runs = [(shape, cell) for shape in split_shapes for cell in GATES
+                        if device.type == "cpu" and f"rnnfast.{cell}" in names]  # fmt: skip
     penalty_shapes = plan.seq_len_shapes()
-    progress = Progress(len(shape_runs) * len(MODES) + len(split_shapes) + len(penalty_shapes))
+    progress = Progress(len(shape_runs) * len(MODES) + len(split_shapes) + len(gated_bound_runs)
+                        + len(penalty_shapes))  # fmt: skip
 
     load_before = load_average()
     busy_before = OtherLoad.sample(0.5)
@@ -95,6 +100,10 @@ def main(argv=None) -> int:
     for shape in split_shapes:
         progress.tick(f"split {shape.label}")
         splits.append(measure_split(shape, plan.timing, device, dtype, synchronize))
+    gated_bounds = []
+    for shape, cell in gated_bound_runs:
+        progress.tick(f"{cell} bound {shape.label}")
+        gated_bounds.append(measure_gated_bound(shape, cell, plan.timing, device, dtype, synchronize))
     penalties = []
     for shape in penalty_shapes:
         progress.tick(f"sequential penalty {shape.label}")
@@ -106,6 +115,7 @@ def main(argv=None) -> int:
     sections += [split_section(splits)] if splits else []
     if any(r.get("floor_s") for r in splits):
         sections += [floor_section(splits), headroom_section(splits, records)]
+    sections += [gated_headroom_section(gated_bounds, records)] if gated_bounds else []
     sections += [penalty_section(penalties)]
 
     from . import plots  # matplotlib is imported only once there is something to draw
@@ -137,6 +147,7 @@ def main(argv=None) -> int:
         "measurements": records,
         "per_step_slope_s": seq_len_slopes(records, names),
         "split": splits,
+        "gated_bound": gated_bounds,
         "penalty": penalties,
     }
     with open(os.path.join(args.out, "results.json"), "w") as f:

@@ -38,11 +38,45 @@ def floor_section(splits: List[Dict]) -> Section:
     )
 
 
+HEADROOM_COLUMNS = ["inference bound", "rnnfast / bound", "torch.nn / bound", "training bound", "rnnfast / bound",
+                    "torch.nn / bound"]  # fmt: skip
+
+
+class HeadroomRows:
+    """The rows of a headroom table: per shape, each mode's bound, rnnfast's and torch.nn's time over it; and a
+    closing row with the geometric mean of torch.nn / bound, the most this design could gain overall."""
+
+    def __init__(self, records: List[Dict]):
+        self.found = index(records, "standard")
+        self.rows: List[List[str]] = []
+        self.best: Dict[str, List[float]] = {"forward": [], "forward_backward": []}
+
+    def add(self, labels: List[str], shape: Dict, bounds: Dict[str, float], ours_name: str, torch_name: str):
+        """bounds: mode ("forward", "forward_backward") -> seconds."""
+        row = list(labels)
+        for mode, bound in bounds.items():
+            torch_nn = median(self.found.get((shape_key(shape), mode, torch_name)))
+            ours = median(self.found.get((shape_key(shape), mode, ours_name)))
+            row += [milliseconds(bound), f"{ours / bound:.2f}x" if ours else "-",
+                    f"{torch_nn / bound:.1f}x" if torch_nn else "-"]  # fmt: skip
+            if torch_nn:
+                self.best[mode].append(torch_nn / bound)
+        self.rows.append(row)
+
+    def with_summary(self, labels: List[str]) -> List[List[str]]:
+        """The rows and the geometric-mean row, labelled with `labels` (one per label column)."""
+        if not self.rows:
+            return []
+        summary = list(labels)
+        for ratios in self.best.values():
+            summary += ["", "", f"{geometric_mean(ratios):.1f}x" if ratios else "-"]
+        return self.rows + [summary]
+
+
 def headroom_section(splits: List[Dict], records: List[Dict]) -> Section:
     """What is left to gain at each one-layer standard shape: a lower bound on rnnfast's time from the same run's
     measurements, and torch.nn.RNN's time over it, the most any kernel with these products could be faster."""
-    found = index(records, "standard")
-    rows, best = [], {"forward": [], "forward_backward": []}
+    table = HeadroomRows(records)
     for r in splits:
         if r.get("floor_s") is None:
             continue
@@ -51,25 +85,11 @@ def headroom_section(splits: List[Dict], records: List[Dict]) -> Section:
         # a second bare product a step (dL/dh_{t-1} = dL/dz_t W_hh).
         bounds = {"forward": parts["input projection"] + r["floor_s"],
                   "forward_backward": r["parallel_s"] + 2 * r["floor_s"]}  # fmt: skip
-        row = [shape_label(r["shape"])]
-        for mode, bound in bounds.items():
-            torch_nn = median(found.get((shape_key(r["shape"]), mode, "torch.nn.RNN")))
-            ours = median(found.get((shape_key(r["shape"]), mode, "rnnfast.RNN")))
-            row += [milliseconds(bound), f"{ours / bound:.2f}x" if ours else "-",
-                    f"{torch_nn / bound:.1f}x" if torch_nn else "-"]  # fmt: skip
-            if torch_nn:
-                best[mode].append(torch_nn / bound)
-        rows.append(row)
-    if rows:
-        summary = ["geometric mean"]
-        for ratios in best.values():
-            summary += ["", "", f"{geometric_mean(ratios):.1f}x" if ratios else "-"]
-        rows.append(summary)
+        table.add([shape_label(r["shape"])], r["shape"], bounds, "rnnfast.RNN", "torch.nn.RNN")
     return Section(
         "Headroom: a lower bound on one call from the parts measured above, and what it leaves to gain (ms)",
-        ["shape", "inference bound", "rnnfast / bound", "torch.nn / bound", "training bound", "rnnfast / bound",
-         "torch.nn / bound"],
-        rows,
+        ["shape"] + HEADROOM_COLUMNS,
+        table.with_summary(["geometric mean"]),
         [
             "bound: the whole-sequence products (the split table's, timed on their own) plus T bare per-step "
             "products (the floor) for inference, 2T for training. torch.nn / bound is the speed-up over "
