@@ -182,3 +182,29 @@ def test_speedup_divides_by_the_baseline_of_the_implementations_own_cell():
     legacy = [{k: v for k, v in r.items() if k != "cell"} for r in records[:1]] + [record("x", "RNN", 2.0)]
     del legacy[1]["cell"]
     assert speedup(legacy, "standard", shape, "forward", "x") == 0.5
+
+
+def test_gated_headroom_divides_each_cells_times_by_its_own_bound():
+    from rnnfast.bench.gated_bound import gated_headroom_section
+
+    shapes = [{"batch": 1, "seq_len": 2, "input_size": 3, "hidden_size": h, "num_layers": 1, "bidirectional": False}
+              for h in (4, 8)]  # fmt: skip
+
+    def record(impl, shape, mode, median_s):
+        return dict(analysis="standard", shape=shape, mode=mode, implementation=impl, status="ok", median_s=median_s)
+
+    records, bounds = [], []
+    for k, shape in enumerate(shapes, start=1):
+        for cell, scale in (("LSTM", 1.0), ("GRU", 3.0)):
+            bounds.append(dict(cell=cell, shape=shape, inference_bound_s=k * 1e-3, training_bound_s=k * 2e-3))
+            for mode, bound in (("forward", k * 1e-3), ("forward_backward", k * 2e-3)):
+                records.append(record(f"torch.nn.{cell}", shape, mode, scale * 2 * bound))
+                records.append(record(f"rnnfast.{cell}", shape, mode, 1.5 * bound))
+    section = gated_headroom_section(bounds, records)
+    # One block per cell: its shapes, then its own geometric mean of torch.nn / bound.
+    assert [row[:2] for row in section.rows] == [
+        ["B=1 T=2 I=3 H=4", "LSTM"], ["B=1 T=2 I=3 H=8", "LSTM"], ["geometric mean", "LSTM"],
+        ["B=1 T=2 I=3 H=4", "GRU"], ["B=1 T=2 I=3 H=8", "GRU"], ["geometric mean", "GRU"]]  # fmt: skip
+    lstm_first, gru_mean = section.rows[0], section.rows[5]
+    assert lstm_first[2:] == ["1", "1.50x", "2.0x", "2", "1.50x", "2.0x"]
+    assert gru_mean[4] == "6.0x" and gru_mean[7] == "6.0x"
