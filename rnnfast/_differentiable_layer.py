@@ -1,44 +1,103 @@
-"""One Elman layer written in differentiable ATen ops, for gradients of gradients only.
+"""The layers written in differentiable ATen ops, for gradients of gradients only.
 
-The fused backward op computes first derivatives and is not itself differentiable. When autograd asks for a
-differentiable backward (create_graph=True: gradient penalties, meta-learning, gradgradcheck), the layer's
+The fused backward ops compute first derivatives and are not themselves differentiable. When autograd asks for a
+differentiable backward (create_graph=True: gradient penalties, meta-learning, gradgradcheck), a layer's
 backward instead recomputes the layer from its saved inputs with these ops and lets autograd differentiate the
-recomputation, so every derivative order is exact. Tensors follow the op's layout: input (T, B, I),
-hx (D, B, H), weight_ih (D, H, I), weight_hh (D, H, H), bias (D, H) or None, batch_sizes (T,) or None.
+recomputation, so every derivative order is exact. Tensors follow the ops' layout: input (T, B, I), states
+(D, B, .), weight_ih (D, G*H, I), weight_hh (D, G*H, P), biases (D, G*H) or None, batch_sizes (T,) or None.
 """
 
 import torch
 
 
-def _direction(projection, h0, weight_hh, act, reverse, running_rows):
-    # projection (T, B, H): input projection plus bias; h0 (B, H). Rows past running_rows[t] do not step at t:
-    # their state stays (a finished row keeps its last state, a row not yet started in reverse keeps h0) and their
-    # output is zero.
+def _direction(projection, states, step, reverse, running_rows):
+    """One direction's loop over time. projection (T, B, G*H): the input projection plus the biases summed up
+    front; states: the initial states, each (B, .); step(projection_t, states) -> (h_t, new states) for the
+    running rows. Rows past running_rows[t] do not step at t: their states stay (a finished row keeps its last
+    state, a row not yet started in reverse keeps its initial one) and their output is zero.
+    Returns the outputs (T, B, P) and the final states."""
     T = projection.size(0)
-    h = h0
     outputs = [None] * T
     for t in (range(T - 1, -1, -1) if reverse else range(T)):
         rows = running_rows[t]
-        stepped = act(projection[t, :rows] + h[:rows] @ weight_hh.t())  # (rows, H)
-        if rows == h.size(0):
-            h = outputs[t] = stepped
+        h, stepped = step(projection[t, :rows], [s[:rows] for s in states])
+        if rows == states[0].size(0):
+            outputs[t], states = h, stepped
             continue
-        h = torch.cat([stepped, h[rows:]])
-        outputs[t] = torch.cat([stepped, stepped.new_zeros(h.size(0) - rows, h.size(1))])
-    return torch.stack(outputs), h
+        states = [torch.cat([new, old[rows:]]) for new, old in zip(stepped, states, strict=True)]
+        outputs[t] = torch.cat([h, h.new_zeros(states[0].size(0) - rows, h.size(1))])
+    return torch.stack(outputs), states
+
+
+def _layer(input, states, weight_ih, bias, batch_sizes, step_of_direction):
+    """Every direction of a layer: step_of_direction(d) is direction d's step function (see _direction).
+    Returns the output (T, B, D*P) and each final state stacked over directions (D, B, .)."""
+    T, B = input.shape[:2]
+    running_rows = [B] * T if batch_sizes is None else batch_sizes.tolist()
+    outputs, finals = [], []
+    for d in range(weight_ih.size(0)):
+        projection = input @ weight_ih[d].t()  # (T, B, G*H)
+        if bias is not None:
+            projection = projection + bias[d]
+        output, last = _direction(projection, [s[d] for s in states], step_of_direction(d), d == 1, running_rows)
+        outputs.append(output)
+        finals.append(last)
+    return torch.cat(outputs, dim=2), [torch.stack(per_direction) for per_direction in zip(*finals, strict=True)]
 
 
 def elman_layer_differentiable(input, hx, weight_ih, weight_hh, bias, batch_sizes, relu):
     """Returns output (T, B, D*H) and h_n (D, B, H), as the fused forward op does, built from ATen ops."""
     act = torch.relu if relu else torch.tanh
-    T, B = input.shape[:2]
-    running_rows = [B] * T if batch_sizes is None else batch_sizes.tolist()
-    outputs, h_n = [], []
-    for d in range(weight_ih.size(0)):
-        projection = input @ weight_ih[d].t()  # (T, B, H)
-        if bias is not None:
-            projection = projection + bias[d]
-        output, last = _direction(projection, hx[d], weight_hh[d], act, d == 1, running_rows)
-        outputs.append(output)
-        h_n.append(last)
-    return torch.cat(outputs, dim=2), torch.stack(h_n)
+
+    def step_of_direction(d):
+        def step(projection, states):
+            h = act(projection + states[0] @ weight_hh[d].t())
+            return h, [h]
+
+        return step
+
+    output, (h_n,) = _layer(input, [hx], weight_ih, bias, batch_sizes, step_of_direction)
+    return output, h_n
+
+
+def lstm_layer_differentiable(input, hx, cx, weight_ih, weight_hh, bias, weight_hr, batch_sizes):
+    """Returns output (T, B, D*P), h_n (D, B, P) and c_n (D, B, H), as lstm_layer_forward does. bias is
+    b_ih + b_hh; gates i, f, g, o; h_t = (o * tanh(c_t)) W_hr^T with a projection."""
+
+    def step_of_direction(d):
+        def step(projection, states):
+            h, c = states
+            i, f, g, o = (projection + h @ weight_hh[d].t()).chunk(4, dim=1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
+            if weight_hr is not None:
+                h = h @ weight_hr[d].t()
+            return h, [h, c]
+
+        return step
+
+    output, (h_n, c_n) = _layer(input, [hx, cx], weight_ih, bias, batch_sizes, step_of_direction)
+    return output, h_n, c_n
+
+
+def gru_layer_differentiable(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, batch_sizes):
+    """Returns output (T, B, D*H) and h_n (D, B, H), as gru_layer_forward does: gates r, z, n, with b_hn inside
+    the reset gate's product."""
+
+    def step_of_direction(d):
+        def step(projection, states):
+            (h,) = states
+            hidden = h @ weight_hh[d].t()
+            if bias_hh is not None:
+                hidden = hidden + bias_hh[d]
+            x_r, x_z, x_n = projection.chunk(3, dim=1)
+            h_r, h_z, h_n = hidden.chunk(3, dim=1)
+            r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
+            n = torch.tanh(x_n + r * h_n)
+            h = n + z * (h - n)
+            return h, [h]
+
+        return step
+
+    output, (h_n,) = _layer(input, [hx], weight_ih, bias_ih, batch_sizes, step_of_direction)
+    return output, h_n

@@ -3,7 +3,7 @@
 import torch
 
 from . import _C  # noqa: F401  (loading it registers torch.ops.rnnfast.*)
-from ._differentiable_layer import elman_layer_differentiable
+from ._differentiable_layer import elman_layer_differentiable, gru_layer_differentiable, lstm_layer_differentiable
 
 ops = torch.ops.rnnfast
 
@@ -58,7 +58,8 @@ def _elman_backward(ctx, grad_output, grad_h_n):
     input, hx, weight_ih, weight_hh, bias, output = ctx.saved_tensors
     if torch.is_grad_enabled():
         # create_graph=True: the gradients must themselves be differentiable.
-        return _elman_differentiable_backward(ctx, grad_output, grad_h_n, input, hx, weight_ih, weight_hh, bias)
+        layer = lambda *tensors: elman_layer_differentiable(*tensors, ctx.batch_sizes, ctx.relu)  # noqa: E731
+        return _differentiable_backward(ctx, layer, (input, hx, weight_ih, weight_hh, bias), (grad_output, grad_h_n), 7)
     grad_input, grad_hx, grad_weight_ih, grad_weight_hh, grad_bias = call_op(
         ops.elman_layer_backward, grad_output, grad_h_n, input, hx, weight_ih, weight_hh, output, ctx.batch_sizes,
         ctx.relu,
@@ -66,14 +67,21 @@ def _elman_backward(ctx, grad_output, grad_h_n):
     return grad_input, grad_hx, grad_weight_ih, grad_weight_hh, grad_bias if ctx.has_bias else None, None, None
 
 
-def _elman_differentiable_backward(ctx, grad_output, grad_h_n, *inputs):
-    wanted = [i for i, needed in enumerate(ctx.needs_input_grad[:5]) if needed]
+def _differentiable_backward(ctx, layer, inputs, grads, num_op_inputs):
+    """A forward op's backward when its gradients must be differentiable themselves (create_graph=True):
+    recompute the layer in ATen ops, layer(*inputs) (rnnfast/_differentiable_layer.py), and differentiate that
+    with create_graph. inputs: the op's tensor inputs, its first len(inputs) arguments; grads: the gradient of
+    each of the layer's outputs, None where the loss does not use it. Returns one gradient per op input."""
+    wanted = [i for i, needed in enumerate(ctx.needs_input_grad[: len(inputs)]) if needed]
+    used = [(k, grad) for k, grad in enumerate(grads) if grad is not None]
+    result = [None] * num_op_inputs
+    if not wanted or not used:
+        return tuple(result)
     with torch.enable_grad():
-        outputs = elman_layer_differentiable(*inputs, ctx.batch_sizes, ctx.relu)
-    grads = torch.autograd.grad(outputs, [inputs[i] for i in wanted], (grad_output, grad_h_n), create_graph=True,
-                                allow_unused=True)  # fmt: skip
-    result = [None] * 7
-    for i, grad in zip(wanted, grads):
+        outputs = layer(*inputs)
+    computed = torch.autograd.grad([outputs[k] for k, _ in used], [inputs[i] for i in wanted],
+                                   [grad for _, grad in used], create_graph=True, allow_unused=True)  # fmt: skip
+    for i, grad in zip(wanted, computed, strict=True):
         result[i] = torch.zeros_like(inputs[i]) if grad is None else grad
     return tuple(result)
 
@@ -146,7 +154,8 @@ def _lstm_setup_context(ctx, inputs, output):
     # for it on every backward (T x B x 6H values, most of a small layer's backward time).
     ctx.set_materialize_grads(False)
     # The output and the workspace (gates, c_{t-1}, tanh(c_t)) are all the backward needs of the forward.
-    ctx.save_for_backward(input, hx, cx, weight_ih, weight_hh, weight_hr, output[0], output[3])
+    # The bias only for gradients of gradients, which recompute the layer.
+    ctx.save_for_backward(input, hx, cx, weight_ih, weight_hh, weight_hr, output[0], output[3], bias)
     ctx.batch_sizes = batch_sizes
     ctx.has_bias = bias is not None
     ctx.save_workspace = save_workspace
@@ -154,7 +163,11 @@ def _lstm_setup_context(ctx, inputs, output):
 
 def _lstm_backward(ctx, grad_output, grad_h_n, grad_c_n, grad_workspace):
     _check_workspace_saved(ctx, "lstm_layer_forward")
-    input, hx, cx, weight_ih, weight_hh, weight_hr, output, workspace = ctx.saved_tensors
+    input, hx, cx, weight_ih, weight_hh, weight_hr, output, workspace, bias = ctx.saved_tensors
+    if torch.is_grad_enabled():
+        layer = lambda *tensors: lstm_layer_differentiable(*tensors, ctx.batch_sizes)  # noqa: E731
+        return _differentiable_backward(ctx, layer, (input, hx, cx, weight_ih, weight_hh, bias, weight_hr),
+                                        (grad_output, grad_h_n, grad_c_n), 9)  # fmt: skip
     grad_output, grad_h_n, grad_c_n = (_zeros_if_none(grad_output, output), _zeros_if_none(grad_h_n, hx),
                                        _zeros_if_none(grad_c_n, cx))  # fmt: skip
     grad_input, grad_hx, grad_cx, grad_weight_ih, grad_weight_hh, grad_bias, grad_weight_hr = call_op(
@@ -189,7 +202,8 @@ def _gru_setup_context(ctx, inputs, output):
     # As for the LSTM: no zero gradient filled for the workspace.
     ctx.set_materialize_grads(False)
     # The output and the workspace (r, z, n and the recurrent term of n) are all the backward needs.
-    ctx.save_for_backward(input, hx, weight_ih, weight_hh, output[0], output[2])
+    # The biases only for gradients of gradients, which recompute the layer.
+    ctx.save_for_backward(input, hx, weight_ih, weight_hh, output[0], output[2], bias_ih, bias_hh)
     ctx.batch_sizes = batch_sizes
     ctx.has_bias = bias_ih is not None
     ctx.save_workspace = save_workspace
@@ -197,7 +211,11 @@ def _gru_setup_context(ctx, inputs, output):
 
 def _gru_backward(ctx, grad_output, grad_h_n, grad_workspace):
     _check_workspace_saved(ctx, "gru_layer_forward")
-    input, hx, weight_ih, weight_hh, output, workspace = ctx.saved_tensors
+    input, hx, weight_ih, weight_hh, output, workspace, bias_ih, bias_hh = ctx.saved_tensors
+    if torch.is_grad_enabled():
+        layer = lambda *tensors: gru_layer_differentiable(*tensors, ctx.batch_sizes)  # noqa: E731
+        return _differentiable_backward(ctx, layer, (input, hx, weight_ih, weight_hh, bias_ih, bias_hh),
+                                        (grad_output, grad_h_n), 8)  # fmt: skip
     grad_output, grad_h_n = _zeros_if_none(grad_output, output), _zeros_if_none(grad_h_n, hx)
     grad_input, grad_hx, grad_weight_ih, grad_weight_hh, grad_bias_ih, grad_bias_hh = call_op(
         ops.gru_layer_backward, grad_output, grad_h_n, input, hx, weight_ih, weight_hh, output, workspace,
@@ -210,12 +228,12 @@ def _gru_backward(ctx, grad_output, grad_h_n, grad_workspace):
 torch.library.register_autograd("rnnfast::gru_layer_forward", _gru_backward, setup_context=_gru_setup_context)
 
 
-# Gradients of gradients through the gated layers would need their backward ops' own derivatives.
-for _cell in ("LSTM", "GRU"):
+# As for the Elman op: differentiating through the forward op with create_graph=True never calls these.
+for _op in ("lstm_layer", "gru_layer"):
     _register_not_differentiable(
-        f"rnnfast::{_cell.lower()}_layer_backward",
-        f"rnnfast: double backward (gradients of gradients, create_graph=True) through the {_cell} kernels is "
-        f"not supported yet; use torch.nn.{_cell} for gradient penalties or meta-learning",
+        f"rnnfast::{_op}_backward",
+        f"rnnfast::{_op}_backward is not differentiable; for gradients of gradients, differentiate "
+        f"rnnfast::{_op}_forward (or the rnnfast module) with create_graph=True",
     )
 
 

@@ -114,13 +114,20 @@ def test_recurrence_floor_computes_one_bare_product_per_step(N):
 
 
 @pytest.mark.parametrize("name", ["LSTM", "GRU"])
-def test_gated_double_backward_raises_instead_of_giving_a_wrong_second_derivative(name):
-    # The Elman RNN's second derivatives work (test_double_backward.py); the gated layers' do not yet.
-    fast = getattr(rnnfast, name)(3, 4).double()
-    x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
-    (grad,) = torch.autograd.grad(fast(x)[0].sum(), x, create_graph=True)
-    with pytest.raises(NotImplementedError, match="double backward"):
-        grad.sum().backward()
-    # First derivatives still work afterwards.
-    fast(x)[0].sum().backward()
-    assert fast.weight_hh_l0.grad is not None
+def test_gated_backward_op_called_directly_on_tensors_that_need_grad_refuses_to_be_differentiated(name):
+    # Gradients of gradients go through the forward op (test_double_backward.py), never the backward op.
+    from test_gated_ops import gru_args, lstm_args
+
+    args = (lstm_args if name == "LSTM" else gru_args)()
+    forward = getattr(ops, f"{name.lower()}_layer_forward")
+    outputs = forward(*args)
+    grad_output = torch.randn_like(outputs[0], requires_grad=True)
+    if name == "LSTM":
+        x, hx, cx, w_ih, w_hh, _, w_hr, _ = args
+        grads = ops.lstm_layer_backward(grad_output, outputs[1], outputs[2], x, hx, cx, w_ih, w_hh, w_hr, outputs[0],
+                                        outputs[3], None)  # fmt: skip
+    else:
+        x, hx, w_ih, w_hh, _, _, _ = args
+        grads = ops.gru_layer_backward(grad_output, outputs[1], x, hx, w_ih, w_hh, outputs[0], outputs[2], None)
+    with pytest.raises(NotImplementedError, match=f"{name.lower()}_layer_backward is not differentiable"):
+        grads[3].sum().backward()
