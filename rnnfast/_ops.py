@@ -59,7 +59,7 @@ def _elman_backward(ctx, grad_output, grad_h_n):
     if torch.is_grad_enabled():
         # create_graph=True: the gradients must themselves be differentiable.
         layer = lambda *tensors: elman_layer_differentiable(*tensors, ctx.batch_sizes, ctx.relu)  # noqa: E731
-        return _differentiable_backward(ctx, layer, (input, hx, weight_ih, weight_hh, bias), (grad_output, grad_h_n), 7)
+        return _differentiable_backward(ctx, layer, (input, hx, weight_ih, weight_hh, bias), (grad_output, grad_h_n))
     grad_input, grad_hx, grad_weight_ih, grad_weight_hh, grad_bias = call_op(
         ops.elman_layer_backward, grad_output, grad_h_n, input, hx, weight_ih, weight_hh, output, ctx.batch_sizes,
         ctx.relu,
@@ -67,14 +67,14 @@ def _elman_backward(ctx, grad_output, grad_h_n):
     return grad_input, grad_hx, grad_weight_ih, grad_weight_hh, grad_bias if ctx.has_bias else None, None, None
 
 
-def _differentiable_backward(ctx, layer, inputs, grads, num_op_inputs):
+def _differentiable_backward(ctx, layer, inputs, grads):
     """A forward op's backward when its gradients must be differentiable themselves (create_graph=True):
     recompute the layer in ATen ops, layer(*inputs) (rnnfast/_differentiable_layer.py), and differentiate that
     with create_graph. inputs: the op's tensor inputs, its first len(inputs) arguments; grads: the gradient of
     each of the layer's outputs, None where the loss does not use it. Returns one gradient per op input."""
     wanted = [i for i, needed in enumerate(ctx.needs_input_grad[: len(inputs)]) if needed]
     used = [(k, grad) for k, grad in enumerate(grads) if grad is not None]
-    result = [None] * num_op_inputs
+    result = [None] * len(ctx.needs_input_grad)
     if not wanted or not used:
         return tuple(result)
     with torch.enable_grad():
@@ -167,7 +167,7 @@ def _lstm_backward(ctx, grad_output, grad_h_n, grad_c_n, grad_workspace):
     if torch.is_grad_enabled():
         layer = lambda *tensors: lstm_layer_differentiable(*tensors, ctx.batch_sizes)  # noqa: E731
         return _differentiable_backward(ctx, layer, (input, hx, cx, weight_ih, weight_hh, bias, weight_hr),
-                                        (grad_output, grad_h_n, grad_c_n), 9)  # fmt: skip
+                                        (grad_output, grad_h_n, grad_c_n))  # fmt: skip
     grad_output, grad_h_n, grad_c_n = (_zeros_if_none(grad_output, output), _zeros_if_none(grad_h_n, hx),
                                        _zeros_if_none(grad_c_n, cx))  # fmt: skip
     grad_input, grad_hx, grad_cx, grad_weight_ih, grad_weight_hh, grad_bias, grad_weight_hr = call_op(
@@ -215,7 +215,7 @@ def _gru_backward(ctx, grad_output, grad_h_n, grad_workspace):
     if torch.is_grad_enabled():
         layer = lambda *tensors: gru_layer_differentiable(*tensors, ctx.batch_sizes)  # noqa: E731
         return _differentiable_backward(ctx, layer, (input, hx, weight_ih, weight_hh, bias_ih, bias_hh),
-                                        (grad_output, grad_h_n), 8)  # fmt: skip
+                                        (grad_output, grad_h_n))  # fmt: skip
     grad_output, grad_h_n = _zeros_if_none(grad_output, output), _zeros_if_none(grad_h_n, hx)
     grad_input, grad_hx, grad_weight_ih, grad_weight_hh, grad_bias_ih, grad_bias_hh = call_op(
         ops.gru_layer_backward, grad_output, grad_h_n, input, hx, weight_ih, weight_hh, output, workspace,
