@@ -27,6 +27,12 @@ def initial_state(name, extra, num_states, batch, hidden_size, dtype=torch.float
     return h, torch.randn(num_states, batch, hidden_size, dtype=dtype, device="cuda")
 
 
+def on_cuda(args, batch_sizes, requires_grad=False):
+    """An op's arguments with every tensor but the (host) batch_sizes moved to the GPU, as leaves if asked."""
+    return tuple(a.detach().cuda().requires_grad_(requires_grad) if isinstance(a, torch.Tensor) and a is not batch_sizes
+                 else a for a in args)  # fmt: skip
+
+
 def test_gated_kernels_are_registered_for_cuda():
     for op in ["lstm_layer_forward", "lstm_layer_backward", "gru_layer_forward", "gru_layer_backward"]:
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"rnnfast::{op}", "CUDA")
@@ -81,12 +87,9 @@ def test_float32_error_within_multiple_of_cudnn(kind, B, H):
 @pytest.mark.parametrize("packed", [False, True])
 def test_gated_ops_pass_gradcheck_and_opcheck_on_cuda(packed):
     batch_sizes = torch.tensor([3, 3, 2, 1]) if packed else None
-    to_cuda = lambda args: tuple(  # noqa: E731
-        a.detach().cuda().requires_grad_() if isinstance(a, torch.Tensor) and a is not batch_sizes else a
-        for a in args)
     for args, op, outputs in [(lstm_args(D=2, H=4, P=2, batch_sizes=batch_sizes), ops.lstm_layer_forward, 3),
                               (gru_args(D=2, batch_sizes=batch_sizes), ops.gru_layer_forward, 2)]:  # fmt: skip
-        args = to_cuda(args)
+        args = on_cuda(args, batch_sizes, requires_grad=True)
         torch.autograd.gradcheck(lambda *a, op=op, n=outputs: op(*a)[:n], args, eps=1e-6, atol=1e-7)
         torch.library.opcheck(op.default, args)
 
@@ -96,12 +99,10 @@ def test_forward_ops_without_a_saved_workspace_match_the_cpu_on_cuda(packed):
     # Inference overwrites one step's scratch workspace (workspace_step_stride): the outputs and final states are
     # the CPU kernels' on the same float64 arguments, and the workspace comes back empty.
     batch_sizes = torch.tensor([3, 3, 2, 1]) if packed else None
-    to_cuda = lambda args: tuple(a.cuda() if isinstance(a, torch.Tensor) and a is not batch_sizes else a  # noqa: E731
-                                 for a in args)  # fmt: skip
     for args, op in [(lstm_args(D=2, H=4, P=2, batch_sizes=batch_sizes), ops.lstm_layer_forward),
                      (gru_args(D=2, batch_sizes=batch_sizes), ops.gru_layer_forward)]:  # fmt: skip
-        expected, got = op(*args, False), op(*to_cuda(args), False)
+        expected, got = op(*args, False), op(*on_cuda(args, batch_sizes), False)
         assert got[-1].shape == (0,)
         for want, have in zip(expected[:-1], got[:-1], strict=True):
             torch.testing.assert_close(have.cpu(), want, rtol=1e-12, atol=1e-12)
-        torch.library.opcheck(op.default, (*to_cuda(args), False))
+        torch.library.opcheck(op.default, (*on_cuda(args, batch_sizes), False))

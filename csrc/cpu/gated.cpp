@@ -153,14 +153,13 @@ void project_steps(const GatedForwardBuffers& buf, const GatedSizes& s, int64_t 
   const int64_t GH = s.G * s.H, rows = count * s.B;
   const scalar_t* bias = buf.bias_x.defined() ? buf.bias_x.const_data_ptr<scalar_t>() + d * GH : nullptr;
   // As addmm: the bias into every row, the product added onto it.
-  for (int64_t r = 0; r < rows; ++r) {
-    if (bias) {
-      std::copy_n(bias, GH, block + r * GH);
-    } else if (s.I == 0) {
-      std::fill_n(block + r * GH, GH, scalar_t(0));
-    }
+  if (bias) {
+    for (int64_t r = 0; r < rows; ++r) std::copy_n(bias, GH, block + r * GH);
   }
-  if (s.I == 0) return;
+  if (s.I == 0) {  // no product: the bias alone, or zeros
+    if (!bias) std::fill_n(block, rows * GH, scalar_t(0));
+    return;
+  }
   gemm_row_major<scalar_t>(true, rows, GH, s.I, buf.input.const_data_ptr<scalar_t>() + first * s.B * s.I, s.I,
                            buf.weight_ih.const_data_ptr<scalar_t>() + d * GH * s.I, s.I, bias ? 1 : 0, block, GH);
 }
