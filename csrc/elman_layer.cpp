@@ -9,8 +9,8 @@ std::tuple<at::Tensor, at::Tensor> elman_layer_forward_with(ForwardRecurrence re
                                                             const at::Tensor& hx, const at::Tensor& weight_ih,
                                                             const at::Tensor& weight_hh,
                                                             const c10::optional<at::Tensor>& bias,
-                                                            const c10::optional<at::Tensor>& batch_sizes,
-                                                            bool relu) {
+                                                            const c10::optional<at::Tensor>& batch_sizes, bool relu,
+                                                            InputProjection project) {
   // The products below are in the op's own dtype even when called inside an autocast region (csrc/autocast.cpp
   // has already cast the arguments, or the caller chose the dtype); autocast would otherwise narrow them.
   c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
@@ -18,12 +18,20 @@ std::tuple<at::Tensor, at::Tensor> elman_layer_forward_with(ForwardRecurrence re
   at::Tensor bs_holder;
   const int64_t* bs = host_batch_sizes(batch_sizes, bs_holder);
 
-  const at::Tensor x = input.contiguous().view({s.T * s.B, s.I});            // (T*B, I)
-  const at::Tensor w_ih = weight_ih.contiguous().view({s.D * s.H, s.I});     // (D*H, I)
-  // The parallel part: every step's input projection, both directions, in one product. (T*B, D*H)
-  at::Tensor output = bias.has_value() ? at::addmm(bias->contiguous().view({s.D * s.H}), x, w_ih.t())
-                                       : at::mm(x, w_ih.t());
-  output = output.view({s.T, s.B, s.D * s.H});
+  const at::Tensor x = input.contiguous();                      // (T, B, I)
+  const at::Tensor w_ih = weight_ih.contiguous();               // (D, H, I)
+  const c10::optional<at::Tensor> b = bias.has_value() ? c10::optional<at::Tensor>(bias->contiguous()) : bias;
+  // The parallel part: every step's input projection, both directions at once. (T, B, D*H)
+  at::Tensor output = at::empty({s.T, s.B, s.D * s.H}, input.options());
+  if (project == nullptr || !project(output, x, w_ih, b, s)) {
+    const at::Tensor x2 = x.view({s.T * s.B, s.I}), w2 = w_ih.view({s.D * s.H, s.I});
+    at::Tensor out2 = output.view({s.T * s.B, s.D * s.H});
+    if (b.has_value()) {
+      at::addmm_out(out2, b->view({s.D * s.H}), x2, w2.t());
+    } else {
+      at::mm_out(out2, x2, w2.t());
+    }
+  }
   at::Tensor h_n = at::empty({s.D, s.B, s.H}, input.options());  // (D, B, H)
   if (s.T == 0) {
     h_n.copy_(hx);

@@ -26,11 +26,18 @@ using BackwardRecurrence = void (*)(at::Tensor& grad_z, at::Tensor& grad_h, cons
                                     const at::Tensor& weight_hh, const ElmanSizes& sizes,
                                     const int64_t* batch_sizes, bool relu);
 
+// A backend's own input projection for shapes where it beats the shared BLAS product: fills output (T, B, D*H)
+// with x_t W_ih^T + b for every step and returns true, or returns false (output untouched) to leave it to the
+// product. input, weight_ih and bias arrive contiguous.
+using InputProjection = bool (*)(at::Tensor& output, const at::Tensor& input, const at::Tensor& weight_ih,
+                                 const c10::optional<at::Tensor>& bias, const ElmanSizes& sizes);
+
 std::tuple<at::Tensor, at::Tensor> elman_layer_forward_with(ForwardRecurrence recurrence, const at::Tensor& input,
                                                             const at::Tensor& hx, const at::Tensor& weight_ih,
                                                             const at::Tensor& weight_hh,
                                                             const c10::optional<at::Tensor>& bias,
-                                                            const c10::optional<at::Tensor>& batch_sizes, bool relu);
+                                                            const c10::optional<at::Tensor>& batch_sizes, bool relu,
+                                                            InputProjection project = nullptr);
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> elman_layer_backward_with(
     BackwardRecurrence recurrence, const at::Tensor& grad_output, const at::Tensor& grad_h_n,

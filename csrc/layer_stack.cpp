@@ -88,7 +88,7 @@ std::pair<at::Tensor, std::vector<at::Tensor>> run_stack(const at::Tensor& input
   std::vector<std::vector<at::Tensor>> finals(states.size());  // per state, one (D, B, .) per layer
   for (int64_t layer = 0; layer < num_layers; ++layer) {
     std::vector<at::Tensor> layer_states;
-    for (const at::Tensor& s : states) layer_states.push_back(s.narrow(0, layer * D, D));
+    for (const at::Tensor& s : states) layer_states.push_back(num_layers == 1 ? s : s.narrow(0, layer * D, D));
     auto [output, layer_finals] = run_layer(layer, layer_input, layer_states, differentiable);
     for (size_t i = 0; i < states.size(); ++i) finals[i].push_back(layer_finals[i]);
     if (dropout > 0 && train && layer < num_layers - 1) output = at::dropout(output, dropout, /*train=*/true);

@@ -91,6 +91,9 @@ bool use_fused_step(int64_t H) {
   return choice == "fused" || (choice == "auto" && H <= kSmallStepMaxHidden);
 }
 
+// Recurrent weights up to this many values are transposed into a buffer on the stack rather than a new tensor.
+constexpr int64_t kSmallTransposeMax = 512;
+
 void forward_recurrence_cpu(at::Tensor& output, const at::Tensor& hx, const at::Tensor& weight_hh, at::Tensor& h_n,
                             const ElmanSizes& s, const int64_t* batch_sizes, bool relu) {
   AT_DISPATCH_FLOATING_TYPES(output.scalar_type(), "elman_forward_cpu", [&] {
@@ -100,9 +103,21 @@ void forward_recurrence_cpu(at::Tensor& output, const at::Tensor& hx, const at::
       scalar_t* hn = h_n.data_ptr<scalar_t>();
       // Both step kernels read W_hh k-major, transposed once per call: the fused step needs it, and BLAS runs
       // h @ (W^T stored contiguous) up to twice as fast as h @ W^T from W's own layout at one step's row count
-      // (measured on MKL: B=8, H=1024, 266 us against 546).
-      const at::Tensor w_t = weight_hh.transpose(1, 2).contiguous();  // (D, H, H)
-      const scalar_t* wt = w_t.const_data_ptr<scalar_t>();
+      // (measured on MKL: B=8, H=1024, 266 us against 546). Small ones go to the stack: at hidden 1 a new tensor
+      // cost more than the loop.
+      const scalar_t* wt = nullptr;
+      at::Tensor w_t;                          // (D, H, H) above kSmallTransposeMax values
+      scalar_t small_w_t[kSmallTransposeMax];  // (D, H, H) up to it
+      if (s.D * s.H * s.H <= kSmallTransposeMax) {
+        const scalar_t* w = weight_hh.const_data_ptr<scalar_t>();
+        for (int64_t d = 0; d < s.D; ++d)
+          for (int64_t j = 0; j < s.H; ++j)
+            for (int64_t k = 0; k < s.H; ++k) small_w_t[(d * s.H + k) * s.H + j] = w[(d * s.H + j) * s.H + k];
+        wt = small_w_t;
+      } else {
+        w_t = weight_hh.transpose(1, 2).contiguous();
+        wt = w_t.const_data_ptr<scalar_t>();
+      }
       const bool fused = use_fused_step(s.H);
       for_each_direction(s.D, [&](int64_t d) {
         forward_direction<scalar_t, act>(out, h0 + d * s.B * s.H, wt + d * s.H * s.H, hn + d * s.B * s.H, s, d,
@@ -129,11 +144,42 @@ void backward_recurrence_cpu(at::Tensor& grad_z, at::Tensor& grad_h, const at::T
   });
 }
 
+// Up to these sizes the input projection is a loop here rather than a BLAS product: at the article's scale
+// (input 1, hidden <= 8) the product's call, packing and bias broadcast cost several times its arithmetic.
+constexpr int64_t kSmallProjectionMaxRowWork = 256;     // multiply-adds per (step, row): I * D * H
+constexpr int64_t kSmallProjectionMaxWork = 1 << 15;    // multiply-adds in all: T * B * I * D * H
+
+bool project_input_small(at::Tensor& output, const at::Tensor& input, const at::Tensor& weight_ih,
+                         const c10::optional<at::Tensor>& bias, const ElmanSizes& s) {
+  const int64_t N = s.D * s.H, rows = s.T * s.B;
+  if (s.I * N > kSmallProjectionMaxRowWork || rows * s.I * N > kSmallProjectionMaxWork) return false;
+  AT_DISPATCH_FLOATING_TYPES(output.scalar_type(), "elman_project_input_cpu", [&] {
+    const scalar_t* x = input.const_data_ptr<scalar_t>();       // (T*B, I)
+    const scalar_t* w = weight_ih.const_data_ptr<scalar_t>();   // (N, I)
+    const scalar_t* b = bias.has_value() ? bias->const_data_ptr<scalar_t>() : nullptr;  // (N)
+    scalar_t* out = output.data_ptr<scalar_t>();                 // (T*B, N)
+    // W_ih transposed, (I, N): each input feature's weights to all outputs contiguous, so the loop below runs
+    // along the output columns.
+    scalar_t w_t[kSmallProjectionMaxRowWork];
+    for (int64_t j = 0; j < N; ++j)
+      for (int64_t i = 0; i < s.I; ++i) w_t[i * N + j] = w[j * s.I + i];
+    for (int64_t r = 0; r < rows; ++r) {
+      scalar_t* o = out + r * N;
+      const scalar_t* xr = x + r * s.I;
+      for (int64_t j = 0; j < N; ++j) o[j] = b ? b[j] : scalar_t(0);
+      for (int64_t i = 0; i < s.I; ++i)
+        for (int64_t j = 0; j < N; ++j) o[j] += xr[i] * w_t[i * N + j];
+    }
+  });
+  return true;
+}
+
 std::tuple<at::Tensor, at::Tensor> elman_layer_forward_cpu(const at::Tensor& input, const at::Tensor& hx,
                                                            const at::Tensor& weight_ih, const at::Tensor& weight_hh,
                                                            const c10::optional<at::Tensor>& bias,
                                                            const c10::optional<at::Tensor>& batch_sizes, bool relu) {
-  return elman_layer_forward_with(forward_recurrence_cpu, input, hx, weight_ih, weight_hh, bias, batch_sizes, relu);
+  return elman_layer_forward_with(forward_recurrence_cpu, input, hx, weight_ih, weight_hh, bias, batch_sizes, relu,
+                                  project_input_small);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> elman_layer_backward_cpu(
