@@ -125,3 +125,29 @@ def test_cell_matches_torch_nn_rnncell(nonlinearity, bias, dtype):
                   (torch.randn(3, 4, dtype=dtype), None),
                   (torch.randn(4, dtype=dtype), torch.randn(5, dtype=dtype))]:  # fmt: skip
         assert_cells_agree(reference, fast, x, hx, **tol)
+
+
+@pytest.mark.parametrize("name", ["RNN", "LSTM", "GRU"])
+def test_parametrized_and_reassigned_weights_are_honoured_like_torch_nn(name):
+    # The layers read their weights on every call (from _parameters where they live there, by attribute where a
+    # parametrization's property stands in for them): weight_norm's computed weight, a reassigned Parameter and
+    # torch.func.functional_call's substitutes all reach the kernels as they reach torch.nn's.
+    from rnn_pairs import twin_modules
+
+    reference, fast = twin_modules(name, input_size=3, hidden_size=4, num_layers=2)
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    for module in (reference, fast):
+        torch.nn.utils.parametrizations.weight_norm(module, "weight_hh_l1")
+    with torch.no_grad():
+        for module in (reference, fast):
+            module.parametrizations.weight_hh_l1.original0.mul_(0.5)
+    assert_twins_agree(reference, fast, x)
+    replacement = torch.nn.Parameter(torch.randn_like(reference.weight_ih_l0))
+    reference.weight_ih_l0 = replacement
+    fast.weight_ih_l0 = torch.nn.Parameter(replacement.detach().clone())
+    assert_twins_agree(reference, fast, x)
+    substitute = {"bias_hh_l0": torch.randn_like(reference.bias_hh_l0)}
+    expected = torch.func.functional_call(reference, substitute, (x,))
+    got = torch.func.functional_call(fast, substitute, (x,))
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+    assert not torch.allclose(got[0], fast(x)[0])
