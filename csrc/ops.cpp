@@ -1,14 +1,6 @@
-// Every rnnfast operator's schema, in one place, and the Python module that loading the library needs.
-#include <Python.h>
+// Every rnnfast operator's schema, in one place. (The Python module that loading the library needs, and the
+// stack ops' direct bindings, are in python_entry.cpp.)
 #include <torch/library.h>
-
-extern "C" {
-// `import rnnfast._C` loads this shared object, which runs the TORCH_LIBRARY registrations below.
-PyObject* PyInit__C(void) {
-  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
-  return PyModule_Create(&module_def);
-}
-}
 
 TORCH_LIBRARY(rnnfast, m) {
   // One Elman layer, all its directions (D = 1 or 2, the second running backwards in time):

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from . import parallel
 from ._ops import call_op as _call
+from ._ops import call_stack
 from ._ops import ops
 
 MODES = ("sequential", "parallel", "auto")
@@ -61,8 +62,8 @@ def _stack(input, states, num_layers, bidirectional, dropout, training, run_laye
     return layer_input, tuple(torch.cat(f, 0) if len(f) > 1 else f[0] for f in zip(*finals))
 
 
-def elman_rnn(input, hx, flat_weights, *, num_layers, bias, nonlinearity, bidirectional, dropout, training,
-              batch_sizes=None, mode="sequential", newton_options=None, reports=None):
+def elman_rnn(input, hx, flat_weights, num_layers, bias, bidirectional, dropout, training, nonlinearity="tanh",
+              batch_sizes=None, *, mode="sequential", newton_options=None, reports=None):
     """Runs the stack. flat_weights is torch.nn.RNN's order: per layer, per direction, w_ih, w_hh[, b_ih, b_hh].
     Returns output (T, B, D*H) and h_n (L*D, B, H).
 
@@ -72,8 +73,8 @@ def elman_rnn(input, hx, flat_weights, *, num_layers, bias, nonlinearity, bidire
     Newton's form needs every row to run all T steps."""
     relu = nonlinearity == "relu"
     if mode == "sequential" or batch_sizes is not None:
-        return ops.elman_rnn(input, hx, flat_weights, bias, num_layers, float(dropout), training, bidirectional, relu,
-                             batch_sizes)  # fmt: skip
+        return call_stack("elman_rnn", (input, hx, *flat_weights), input, hx, flat_weights, bias, num_layers,
+                          float(dropout), training, bidirectional, relu, batch_sizes)  # fmt: skip
     num_directions = 2 if bidirectional else 1
 
     def run_layer(layer, layer_input, states):
@@ -99,20 +100,21 @@ def elman_rnn(input, hx, flat_weights, *, num_layers, bias, nonlinearity, bidire
     return output, h_n
 
 
-def lstm(input, hx, flat_weights, *, num_layers, bias, proj_size, bidirectional, dropout, training,
-         batch_sizes=None):
+def lstm(input, hx, flat_weights, num_layers, bias, bidirectional, dropout, training, proj_size=0, batch_sizes=None):
     """Runs the stack, one call of the C++ stack (ops.lstm). hx is (h_0 (L*D, B, P), c_0 (L*D, B, H)) with
     P = proj_size or H. flat_weights is torch.nn.LSTM's order: per layer, per direction, w_ih, w_hh[, b_ih, b_hh]
     [, w_hr]. Returns output (T, B, D*P) and (h_n (L*D, B, P), c_n (L*D, B, H))."""
-    output, h_n, c_n = ops.lstm(input, hx[0], hx[1], flat_weights, bias, num_layers, float(dropout), training,
-                                bidirectional, proj_size > 0, batch_sizes)  # fmt: skip
+    output, h_n, c_n = call_stack("lstm", (input, *hx, *flat_weights), input, hx[0], hx[1], flat_weights, bias,
+                                  num_layers, float(dropout), training, bidirectional, proj_size > 0,
+                                  batch_sizes)  # fmt: skip
     return output, (h_n, c_n)
 
 
-def gru(input, hx, flat_weights, *, num_layers, bias, bidirectional, dropout, training, batch_sizes=None):
+def gru(input, hx, flat_weights, num_layers, bias, bidirectional, dropout, training, batch_sizes=None):
     """Runs the stack, one call of the C++ stack (ops.gru). flat_weights is torch.nn.GRU's order: per layer, per
     direction, w_ih, w_hh[, b_ih, b_hh]. Returns output (T, B, D*H) and h_n (L*D, B, H)."""
-    return ops.gru(input, hx, flat_weights, bias, num_layers, float(dropout), training, bidirectional, batch_sizes)
+    return call_stack("gru", (input, hx, *flat_weights), input, hx, flat_weights, bias, num_layers, float(dropout),
+                      training, bidirectional, batch_sizes)  # fmt: skip
 
 
 def elman_cell(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, nonlinearity):

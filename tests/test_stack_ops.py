@@ -5,7 +5,7 @@ gradcheck in float64, torch.library.opcheck, argument errors, and the no-gradien
 import pytest
 import torch
 
-import rnnfast  # noqa: F401  (registers the ops)
+import rnnfast
 
 ops = torch.ops.rnnfast
 
@@ -111,3 +111,58 @@ def test_stack_op_rejects_a_short_parameter_list():
         ops.elman_rnn(x, hx[0], params, True, 0, 0.0, False, True, False, None)
     with pytest.raises(RuntimeError, match=r"expected each state to be \(4, B, .\) for 2 layers of 2 directions"):
         call_ours("RNN", x, [hx[0][:2]], params, case)
+
+
+def call_direct(cell, x, hx, params, case):
+    """call_ours through the stack op's direct binding in rnnfast._C instead of torch.ops."""
+    flags = (case["bias"], case["num_layers"], 0.0, False, case["bidirectional"])
+    if cell == "RNN":
+        return rnnfast._C.elman_rnn(x, hx[0], params, *flags, False, None)
+    if cell == "LSTM":
+        return rnnfast._C.lstm(x, hx[0], hx[1], params, *flags, False, None)
+    return rnnfast._C.gru(x, hx[0], params, *flags, None)
+
+
+@pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
+def test_direct_binding_is_the_same_op_as_torch_ops(cell):
+    # The binding calls the registered op through the dispatcher: the same outputs and, through the layer ops'
+    # autograd rules, the same gradients, bit for bit; and the same argument errors.
+    case = CASES["2-layer-bi"]
+    x, hx, params = stack_args(cell, requires_grad=True, **case)
+    inputs = (x, *hx, *params)
+    via_ops = call_ours(cell, x, hx, params, case)
+    direct = call_direct(cell, x, hx, params, case)
+    for got, want in zip(direct, via_ops, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    grads_direct = torch.autograd.grad([out.sum() for out in direct], inputs)
+    grads_ops = torch.autograd.grad([out.sum() for out in via_ops], inputs)
+    for got, want in zip(grads_direct, grads_ops, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match="expected 4 parameters per layer and direction, got 7 in all"):
+        call_direct(cell, x, hx, params[:7], case)
+
+
+class _RecordingMode(torch.overrides.TorchFunctionMode):
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.seen.append(func)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
+def test_modules_call_the_stack_through_torch_ops_when_a_torch_function_mode_is_active(cell):
+    # The direct binding would hide the call from a TorchFunctionMode (a tracer, a FLOP counter); with one active
+    # the module goes through torch.ops, and the mode sees the stack op.
+    torch.manual_seed(0)
+    module = getattr(rnnfast, cell)(3, 4)
+    x = torch.randn(5, 2, 3)
+    expected = module(x)[0]
+    mode = _RecordingMode()
+    with mode:
+        got = module(x)[0]
+    stack_op = {"RNN": ops.elman_rnn, "LSTM": ops.lstm, "GRU": ops.gru}[cell]
+    assert stack_op.default in mode.seen or stack_op in mode.seen
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
