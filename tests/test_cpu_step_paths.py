@@ -64,3 +64,23 @@ def test_fused_step_baseline_variant_matches_torch_nn():
     env = dict(os.environ, RNNFAST_CPU_SIMD="baseline", RNNFAST_CPU_STEP="fused",
                PYTHONPATH=os.pathsep.join([root, tests_dir, os.environ.get("PYTHONPATH", "")]))  # fmt: skip
     subprocess.run([sys.executable, "-c", BASELINE_RUN], env=env, check=True, timeout=300)
+
+
+# The input projection is a plain loop up to I * D * H = 256 multiply-adds a row and 2**13 in all
+# (csrc/cpu/elman.cpp, project_input_small), a BLAS product past either bound: (T, I, H, bidirectional) on
+# both sides of each.
+PROJECTION_SHAPES = {
+    "loop": (32, 16, 16, False),
+    "past-total": (33, 16, 16, False),
+    "loop-bidirectional": (16, 16, 8, True),
+    "past-row": (2, 1, 129, True),
+    "loop-row-bound": (2, 1, 128, True),
+}
+
+
+@pytest.mark.parametrize("shape", PROJECTION_SHAPES.values(), ids=PROJECTION_SHAPES.keys())
+@pytest.mark.parametrize("bias", [True, False])
+def test_input_projection_matches_torch_nn_on_both_sides_of_its_loop_bounds(shape, bias):
+    T, I, H, bidirectional = shape
+    reference, fast = twin_rnns(input_size=I, hidden_size=H, bidirectional=bidirectional, bias=bias)
+    assert_twins_agree(reference, fast, torch.randn(T, 1, I, dtype=torch.float64))
