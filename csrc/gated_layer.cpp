@@ -106,9 +106,8 @@ BackwardResult gated_backward(const CellSpec& cell, GatedBackwardRecurrence recu
 }  // namespace
 
 at::Tensor whole_input_projection(const GatedForwardBuffers& buffers, const GatedSizes& s) {
-  const at::Tensor& x = buffers.input;
-  const at::Tensor& w_ih = buffers.weight_ih;
-  at::Tensor gates_x = buffers.bias_x.defined() ? at::addmm(buffers.bias_x, x, w_ih.t()) : at::mm(x, w_ih.t());
+  at::Tensor gates_x = at::empty({s.T * s.B, s.D * s.G * s.H}, buffers.input.options());  // (T*B, D*G*H)
+  project_input(gates_x, buffers.input, buffers.weight_ih, buffers.bias_x);
   return gates_x.view({s.T, s.B, s.D * s.G * s.H});
 }
 

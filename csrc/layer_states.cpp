@@ -36,6 +36,14 @@ at::Tensor previous_states(const at::Tensor& output, const at::Tensor& hx, int64
   return prev;
 }
 
+void project_input(at::Tensor& out, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+  if (bias.defined()) {
+    at::addmm_out(out, bias, x, weight.t());
+  } else {
+    at::mm_out(out, x, weight.t());
+  }
+}
+
 at::Tensor recurrent_weight_gradient(const at::Tensor& grad_z, const at::Tensor& output, const at::Tensor& hx,
                                      int64_t D, int64_t width_out, int64_t width, const int64_t* batch_sizes) {
   const int64_t T = output.size(0), B = output.size(1);

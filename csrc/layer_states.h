@@ -24,6 +24,10 @@ const int64_t* host_batch_sizes(const c10::optional<at::Tensor>& batch_sizes, at
 at::Tensor previous_states(const at::Tensor& output, const at::Tensor& hx, int64_t D, int64_t width,
                            const int64_t* batch_sizes);
 
+// The input projection of every step, as one product: out (rows, N) = x (rows, I) @ weight (N, I)^T + bias (N),
+// bias undefined for none. out is written whole; all three operands are 2-D views of contiguous tensors.
+void project_input(at::Tensor& out, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias);
+
 // dL/dW_hh (D, width_out, width) = sum over steps and rows of grad_z_t^T h_{t-1}, with grad_z (T, B, D*width_out)
 // and the states as previous_states lays them out. Without batch_sizes the previous states are the output itself,
 // shifted one step, so the product reads them in place (two products per direction) instead of copying them.
