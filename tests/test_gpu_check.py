@@ -39,5 +39,19 @@ def test_gpu_check_times_the_gated_layers_against_torch_nn(tmp_path, cell):
     assert (tmp_path / "gpu_check.md").read_text().startswith(f"torch.nn.{cell} against rnnfast.{cell}.")
 
 
+def test_scan_speed_times_the_scan_against_the_loop_and_they_agree():
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scan_speed.py"), "--device", "cpu", "--quick"],
+                            check=True, cwd=ROOT, env=ENV, capture_output=True, text=True)  # fmt: skip
+    rows = [line.split("|")[1:-1] for line in result.stdout.splitlines() if line.startswith("| ") and "ms" not in line]
+    rows = [[cell.strip() for cell in row] for row in rows if row[0].strip().isdigit()]
+    assert [(r[0], r[1], r[2], r[3]) for r in rows] == [
+        (T, B, H, mode) for T, B, H in [("64", "2", "8"), ("128", "1", "4")] for mode in ["forward", "forward+backward"]
+    ]
+    for row in rows:
+        loop_ms, scan_ms, error = float(row[4]), float(row[5]), float(row[7])
+        assert loop_ms > 0 and scan_ms > 0
+        assert error < 1e-5  # float32, T <= 128 steps of |a| < 1
+
+
 def test_gpu_check_script_is_valid_bash():
     subprocess.run(["bash", "-n", str(ROOT / "benchmarks" / "gpu_check.sh")], check=True)
