@@ -59,6 +59,39 @@ def cuda_wanted(torch):
     return have, cuda_home
 
 
+def shared_libstdcxx_link_args():
+    """Link arguments that make the extension use the process's shared libstdc++ where the C++ compiler that
+    setuptools takes from Python's build (sysconfig's CXX; /opt/gcc/bin/g++ on the GPU machines' image) links
+    libstdc++ statically. The extension would then carry a second copy of the C++ iostreams whose locale nothing
+    initialises, and the first number formatted into an error message (TORCH_CHECK) crashed the process there
+    (SIGSEGV) and came out empty here. Nothing where the compiler links libstdc++ as a shared library, as most do.
+    Called after torch is imported, so that the libstdc++ it loaded is the one linked."""
+    if not sys.platform.startswith("linux"):
+        return []
+    import shlex
+    import sysconfig
+    import tempfile
+
+    cxx = shlex.split(os.environ.get("CXX") or sysconfig.get_config_var("CXX") or "c++")
+    with tempfile.TemporaryDirectory() as tmp:
+        source, library = os.path.join(tmp, "probe.cpp"), os.path.join(tmp, "probe.so")
+        with open(source, "w") as f:
+            f.write("#include <sstream>\nstd::string probe(long n) { std::ostringstream s; s << n; return s.str(); }\n")
+        try:
+            subprocess.run(cxx + ["-shared", "-fPIC", source, "-o", library], check=True, capture_output=True,
+                           timeout=120)  # fmt: skip
+            needed = subprocess.run(["ldd", library], check=True, capture_output=True, text=True, timeout=60).stdout
+        except (OSError, subprocess.SubprocessError):
+            return []  # the build itself will say what is wrong with the compiler
+    if "libstdc++" in needed:
+        return []
+    with open("/proc/self/maps") as maps:
+        loaded = [line.split()[-1] for line in maps if "/libstdc++.so.6" in line]
+    print(f"rnnfast: {' '.join(cxx)} links libstdc++ statically; linking {loaded[0] if loaded else 'libstdc++.so.6'}",
+          file=sys.stderr)  # fmt: skip
+    return [loaded[0]] if loaded else ["-l:libstdc++.so.6"]
+
+
 def nvidia_wheel_includes():
     """Header folders of the pip nvidia-* wheels beside a CUDA PyTorch (cuBLAS, cuSPARSE, ...), which a bare
     toolkit may lack and PyTorch's CUDA headers include."""
@@ -87,7 +120,7 @@ def extensions():
     # keeps a * b + c two roundings in the loops compiled a second time for AVX-512 (csrc/cpu/simd_target.h),
     # as in the baseline build, which has no FMA: the same bits whichever variant the CPU runs.
     cxx = ["-O3", "-fno-trapping-math", "-ffp-contract=off"] + openmp
-    extra_link = list(openmp)
+    extra_link = openmp + shared_libstdcxx_link_args()
     if os.environ.get("RNNFAST_SANITIZE"):
         # AddressSanitizer + UndefinedBehaviorSanitizer build for the memory-safety CI step.
         # Undefined behaviour aborts (no recovery), so a finding fails the tests instead of scrolling past.

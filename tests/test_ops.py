@@ -1,5 +1,7 @@
 """The registered ops on their own: gradcheck in float64, torch.library.opcheck, and the C++ argument checks."""
 
+import re
+
 import pytest
 import torch
 
@@ -81,6 +83,16 @@ def test_forward_op_rejects_bad_arguments_with_a_clear_error(make_bad, message):
     # The op still works afterwards.
     out, _ = ops.elman_layer_forward(*layer_args(), False)
     assert torch.isfinite(out).all()
+
+
+def test_error_messages_carry_the_numbers_they_name():
+    # The numbers are formatted by the C++ iostreams: with a second, uninitialised copy of libstdc++ linked into
+    # the extension (setup.py, shared_libstdcxx_link_args) they came out empty, or the process crashed.
+    args = layer_args()
+    with pytest.raises(RuntimeError, match=r"got 2-D input"):
+        ops.elman_layer_forward(args[0][0], *args[1:], False)
+    with pytest.raises(RuntimeError, match=re.escape("expected hx of shape [1, 3, 3], got [1, 2, 3]")):
+        ops.elman_layer_forward(args[0], args[1][:, :2], *args[2:], False)
 
 
 def test_backward_op_rejects_mismatched_gradients():
