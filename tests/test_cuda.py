@@ -138,3 +138,14 @@ def test_unknown_cuda_path_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("RNNFAST_CUDA_PATH", "fastest")
     with pytest.raises(RuntimeError, match="RNNFAST_CUDA_PATH must be general, persistent or auto"):
         rnnfast.RNN(4, 3).cuda()(torch.randn(5, 2, 4, device="cuda"))
+
+
+def test_default_cuda_path_is_auto_persistent_at_small_batch_general_at_large(monkeypatch):
+    # Unset means auto: the persistent path where it measured faster (small batch), the general one elsewhere.
+    monkeypatch.delenv("RNNFAST_CUDA_PATH", raising=False)
+    w_hh = torch.randn(1, 64, 64, device="cuda")
+    small, large = torch.randn(8, 1, 64, device="cuda"), torch.randn(8, 256, 64, device="cuda")
+    assert ops.elman_cuda_uses_persistent(small, w_hh, False)
+    assert not ops.elman_cuda_uses_persistent(large, w_hh, False)
+    monkeypatch.setenv("RNNFAST_CUDA_PATH", "general")
+    assert not ops.elman_cuda_uses_persistent(small, w_hh, False)

@@ -139,15 +139,15 @@ void general_backward_recurrence(at::Tensor& grad_z, at::Tensor& grad_h, const a
 
 enum class CudaPath { General, Persistent };
 
-// RNNFAST_CUDA_PATH: "general" (the default until this build's persistent kernels pass the GPU check; see
-// BENCHMARKS.md for which were verified on which GPU), "persistent" (wherever the persistent kernels can run), or
-// "auto": persistent where the H200 measurements of BENCHMARKS.md found it faster than the general path, i.e.
-// the one-block plan up to batch 64, and the split plan for batch <= 4, or batch <= 16 at hidden <= 512. Read on
-// every call, so tests and benchmarks can switch it at run time. Float32 products follow
+// RNNFAST_CUDA_PATH: "auto" (the default), the persistent path where the H200 measurements of BENCHMARKS.md found
+// it faster than the general path, i.e. the one-block plan up to batch 64, and the split plan for batch <= 4, or
+// batch <= 16 at hidden <= 512; "general" (always the general path) or "persistent" (wherever the persistent
+// kernels can run). Both paths passed the GPU check on an H200 with this build's kernels (BENCHMARKS.md, "What was
+// verified"). Read on every call, so tests and benchmarks can switch it at run time. Float32 products follow
 // torch.backends.cudnn.allow_tf32, as nn.RNN's cuDNN does.
 CudaPath choose_path(const ElmanSizes& s, at::ScalarType dtype, bool packed) {
   const char* env = std::getenv("RNNFAST_CUDA_PATH");
-  const char* mode = env && *env ? env : "general";
+  const char* mode = env && *env ? env : "auto";
   TORCH_CHECK(!std::strcmp(mode, "general") || !std::strcmp(mode, "persistent") || !std::strcmp(mode, "auto"),
               "rnnfast: RNNFAST_CUDA_PATH must be general, persistent or auto, got '", mode, "'");
   if (!std::strcmp(mode, "general")) return CudaPath::General;
