@@ -64,7 +64,7 @@ def with_path(path, fn):
         previous = os.environ.get("RNNFAST_CUDA_PATH")
         os.environ["RNNFAST_CUDA_PATH"] = path
         try:
-            fn()
+            return fn()
         finally:
             if previous is None:
                 del os.environ["RNNFAST_CUDA_PATH"]

@@ -1,5 +1,6 @@
 """Where does parallel-in-time evaluation beat the sequential kernel? Times one Elman layer direction,
-sequential (torch.ops.rnnfast.elman_layer_forward and its backward) against Newton's method (rnnfast.parallel,
+sequential (torch.ops.rnnfast.elman_layer_forward and its backward; on CUDA on its default path and on the
+general path forced) against Newton's method (rnnfast.parallel,
 dense and diagonal, and the implicit-function backward), forward and forward+backward, over hidden size,
 sequence length and batch, with the Newton iterations taken; then, on the CPU, the diagonal scan alone with one
 time chunk against two. Prints markdown tables as it goes; the rule of RNN(mode="auto")
@@ -13,6 +14,7 @@ import os
 
 import torch
 
+from gpu_check import with_path  # benchmarks/gpu_check.py, beside this script
 from rnnfast import parallel
 from rnnfast._ops import ops
 from rnnfast.bench.plans import MODES, Shape
@@ -48,6 +50,8 @@ def layer_calls(problem, mode):
         return lambda: torch.autograd.grad(run(), [x, *params], problem.grad_output)
 
     calls = {"sequential": timed(sequential)}
+    if problem.device.type == "cuda":  # the default (auto) path, and the general path forced
+        calls["sequential, general path"] = timed(with_path("general", sequential))
     reports = {}
     T, B, H = problem.shape.seq_len, problem.shape.batch, problem.shape.hidden_size
     for method in parallel.METHODS:
@@ -59,8 +63,10 @@ def layer_calls(problem, mode):
 
 
 def newton_table(grid, device, mode, timing, synchronize):
-    print(f"{mode}:\n\n| B | H | T | sequential (ms) | Newton dense (ms, iterations) | Newton diagonal (ms, iterations) "
-          "| best Newton / sequential |\n| --- | --- | --- | --- | --- | --- | --- |", flush=True)  # fmt: skip
+    general = " | sequential, general path (ms)" if device == "cuda" else ""
+    print(f"{mode}:\n\n| B | H | T | sequential (ms){general} | Newton dense (ms, iterations) "
+          "| Newton diagonal (ms, iterations) | best Newton / sequential |\n"
+          f"| --- | --- | --- | --- | --- | --- | --- |{' --- |' if general else ''}", flush=True)  # fmt: skip
     for B in grid["batches"]:
         for H in grid["hidden"]:
             for T in grid["seq_lens"]:
@@ -74,8 +80,9 @@ def newton_table(grid, device, mode, timing, synchronize):
                         continue
                     r = reports[method]
                     cells.append(f"{median[method] * 1e3:.3f} ({r.iterations}{'' if r.converged else ', fell back'})")
-                best = min(v for n, v in median.items() if n != "sequential")
-                print(f"| {B} | {H} | {T} | {median['sequential'] * 1e3:.3f} | {' | '.join(cells)} | "
+                best = min(v for n, v in median.items() if not n.startswith("sequential"))
+                sequential = [f"{v * 1e3:.3f}" for n, v in median.items() if n.startswith("sequential")]
+                print(f"| {B} | {H} | {T} | {' | '.join(sequential)} | {' | '.join(cells)} | "
                       f"{best / median['sequential']:.1f}x |", flush=True)  # fmt: skip
     print()
 

@@ -139,6 +139,15 @@ def test_rnn_parallel_mode_runs_packed_sequences_sequentially():
     assert par.last_newton_reports == []
 
 
+def test_auto_mode_on_cuda_is_parallel_only_for_long_sequences_of_few_small_rows():
+    # The H200's regions (BENCHMARKS.md): T >= 4096 with B = 1, H <= 32 or B <= 16, H <= 8.
+    assert parallel.choose_mode(4096, 1, 32, "cuda") == "parallel"
+    assert parallel.choose_mode(8192, 16, 8, "cuda") == "parallel"
+    assert parallel.choose_mode(512, 1, 32, "cuda") == "sequential"
+    assert parallel.choose_mode(4096, 16, 32, "cuda") == "sequential"
+    assert parallel.choose_mode(4096, 1, 64, "cuda") == "sequential"
+
+
 def test_auto_mode_is_sequential_where_parallel_never_won(monkeypatch):
     assert parallel.choose_mode(4096, 1, 2, "cpu") == "sequential"
     auto = rnnfast.RNN(3, 4, mode="auto").double()
