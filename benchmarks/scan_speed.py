@@ -10,6 +10,7 @@ import argparse
 
 import torch
 
+from rnnfast.bench.implementations import linear_recurrence_loop
 from rnnfast.bench.timing import TimingConfig, time_interleaved
 from rnnfast.scan import linear_recurrence
 
@@ -19,16 +20,6 @@ GRIDS = {
     "quick": [(64, 2, 8), (128, 1, 4)],
 }
 BACKWARD_MAX_STEPS = 4096
-
-
-def sequential_loop(a, b, h0):
-    """The recurrence one step at a time: what the scan replaces. a, b (T, B, H), h0 (B, H) -> h (T, B, H)."""
-    h = h0
-    out = []
-    for a_t, b_t in zip(a.unbind(0), b.unbind(0)):
-        h = torch.addcmul(b_t, a_t, h)
-        out.append(h)
-    return torch.stack(out)
 
 
 def calls(T, B, H, device, backward):
@@ -44,9 +35,9 @@ def calls(T, B, H, device, backward):
         return lambda: torch.autograd.grad(fn(a, b, h0), [a, b, h0], grad)
 
     with torch.no_grad():
-        loop = sequential_loop(a, b, h0)
+        loop = linear_recurrence_loop(a, b, h0)
         error = ((linear_recurrence(a, b, h0) - loop).abs().max() / loop.abs().max()).item()
-    return {"scan": timed(linear_recurrence), "loop": timed(sequential_loop)}, error
+    return {"scan": timed(linear_recurrence), "loop": timed(linear_recurrence_loop)}, error
 
 
 def main(argv=None):

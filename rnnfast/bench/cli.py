@@ -20,7 +20,7 @@ from .runner import measure_shape
 from .floor import floor_section, headroom_section
 from .gated_bound import GATES, gated_headroom_section, measure_gated_bound
 from .split import measure_split, split_section
-from .sweeps import batch_sections, seq_len_sections, seq_len_slopes, standard_sections
+from .sweeps import batch_sections, seq_len_crossovers, seq_len_sections, seq_len_slopes, standard_sections
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -108,10 +108,12 @@ def main(argv=None) -> int:
     for shape in penalty_shapes:
         progress.tick(f"sequential penalty {shape.label}")
         penalties.append(measure_penalty(shape, plan.timing, device, dtype, synchronize,
-                                         [i for i in impls if i.family == "parallel"]))  # fmt: skip
+                                         [i for i in impls if i.family == "parallel" and i.same_function]))  # fmt: skip
     progress.close()
 
-    sections = standard_sections(records, names) + seq_len_sections(records, names) + batch_sections(records, names)
+    versus = {i.name: i.versus for i in impls if i.versus}
+    sections = (standard_sections(records, names) + seq_len_sections(records, names, versus)
+                + batch_sections(records, names))  # fmt: skip
     sections += [split_section(splits)] if splits else []
     if any(r.get("floor_s") for r in splits):
         sections += [floor_section(splits), headroom_section(splits, records)]
@@ -136,7 +138,8 @@ def main(argv=None) -> int:
                         other_processes_cpus_busy_before=busy_before),
         "timing_config": dataclasses.asdict(plan.timing),
         "limits": dataclasses.asdict(limits),
-        "implementations": [{"name": i.name, "family": i.family, "description": i.description} for i in impls],
+        "implementations": [{"name": i.name, "family": i.family, "same_function": i.same_function,
+                             "description": i.description} for i in impls],
         "shapes": {
             "standard": [s.as_dict() for s in plan.standard_shapes],
             "seq_len": [s.as_dict() for s in plan.seq_len_shapes()],
@@ -146,6 +149,7 @@ def main(argv=None) -> int:
         },
         "measurements": records,
         "per_step_slope_s": seq_len_slopes(records, names),
+        "faster_from_seq_len": seq_len_crossovers(records, {i: v for i, v in versus.items() if v in names}),
         "split": splits,
         "gated_bound": gated_bounds,
         "penalty": penalties,

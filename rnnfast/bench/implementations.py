@@ -1,6 +1,7 @@
-"""The built-in implementations: rnnfast's fused layers and torch.nn's (RNN, LSTM, GRU), and a plain Python loop
-of the Elman recurrence, eager and under torch.compile. Those of one cell run the weights and inputs of the same
-Problem."""
+"""The built-in implementations: rnnfast's fused layers and torch.nn's (RNN, LSTM, GRU), a plain Python loop of
+the Elman recurrence, eager and under torch.compile, the parallel-in-time Elman evaluations (Newton), and, timed
+beside them on the same sizes, other recurrences: the diagonal linear recurrence as a scan and as a loop, and
+minGRU. Those of one cell run the weights and inputs of the same Problem."""
 
 import copy
 
@@ -99,7 +100,7 @@ def _parallel_skip_reason(method):
 
 def _register_parallel(method, description):
     @register(f"Newton ({method})", description, skip_reason=_parallel_skip_reason(method),
-              family="parallel")  # fmt: skip
+              family="parallel", versus="rnnfast.RNN")  # fmt: skip
     def build_parallel(problem):
         from ..convert import convert
         from ..parallel import NewtonOptions
@@ -182,3 +183,81 @@ def build_compiled_loop(problem):
     workload.forward()
     workload.forward_backward()
     return workload
+
+
+# Other recurrences, timed beside the Elman RNN on the same sizes (same_function=False: they compute something
+# else, so their results are not checked against torch.nn.RNN's): the diagonal linear recurrence that the
+# parallel-in-time methods and minGRU are built on, as one parallel scan and as a loop over time, and minGRU.
+
+
+def linear_recurrence_loop(a, b, h0):
+    """h_t = a_t * h_{t-1} + b_t one step at a time (one addcmul a step): what the parallel scan replaces.
+    a, b (T, B, H), h0 (B, H) -> h (T, B, H)."""
+    h = h0
+    outputs = []
+    for a_t, b_t in zip(a.unbind(0), b.unbind(0)):
+        h = torch.addcmul(b_t, a_t, h)
+        outputs.append(h)
+    return torch.stack(outputs)
+
+
+def _linear_recurrence_workload(problem, recurrence):
+    # Coefficients of the problem's size from its Elman input projection, as minGRU forms them: a gate in (0, 1)
+    # keeps the recurrence bounded. Formed once here, so only the recurrence is timed.
+    ref = problem.reference
+    with torch.no_grad():
+        z = torch.nn.functional.linear(problem.input, ref.weight_ih_l0, ref.bias_ih_l0)  # (T, B, H)
+        a = torch.sigmoid(z)
+        b = (1 - a) * torch.tanh(z)
+    h0 = problem.hx[0]
+    leaves = [t.detach().clone().requires_grad_() for t in (a, b, h0)]
+
+    def forward():
+        with torch.no_grad():
+            output = recurrence(a, b, h0)
+        return output, output[-1:]
+
+    def forward_backward():
+        return torch.autograd.grad(recurrence(*leaves), leaves, problem.grad_output)
+
+    return Workload(forward, forward_backward)
+
+
+def _scan_skip_reason(problem, limits):
+    reason = _single_layer_skip_reason(problem)
+    key = "CUDA" if problem.device.type == "cuda" else "CPU"
+    if reason is None and not torch._C._dispatch_has_kernel_for_dispatch_key("rnnfast::linear_recurrence", key):
+        reason = f"rnnfast has no {key} scan kernel in this build"
+    return reason
+
+
+@register("scan (linear recurrence)", "not the Elman RNN: h_t = a_t * h_{t-1} + b_t over all steps at once, "
+          "rnnfast.scan.linear_recurrence", skip_reason=_scan_skip_reason, family="parallel",
+          same_function=False, versus="loop (linear recurrence)")  # fmt: skip
+def build_linear_scan(problem):
+    from ..scan import linear_recurrence
+
+    return _linear_recurrence_workload(problem, linear_recurrence)
+
+
+@register("loop (linear recurrence)", "not the Elman RNN: the same linear recurrence, one addcmul a step",
+          skip_reason=lambda problem, limits: _single_layer_skip_reason(problem), same_function=False)  # fmt: skip
+def build_linear_loop(problem):
+    return _linear_recurrence_workload(problem, linear_recurrence_loop)
+
+
+@register("rnnfast.MinGRU", "not the Elman RNN: minGRU (gates from the input alone), trained in parallel over time "
+          "by the scan", skip_reason=_scan_skip_reason, family="parallel", same_function=False,
+          versus="rnnfast.RNN")  # fmt: skip
+def build_min_gru(problem):
+    from ..min_gru import MinGRU
+
+    shape = problem.shape
+    generator = torch.Generator().manual_seed(0)
+    module = MinGRU(shape.input_size, shape.hidden_size)
+    with torch.no_grad():  # the Elman layer's initialisation range, seeded
+        bound = shape.hidden_size**-0.5
+        for p in module.parameters():
+            p.copy_(torch.rand(p.shape, generator=generator) * 2 * bound - bound)
+    module = module.to(device=problem.device, dtype=problem.dtype)
+    return _module_workload(module, problem)

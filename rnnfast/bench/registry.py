@@ -16,7 +16,7 @@ class Workload:
     # Inference: runs under torch.no_grad and returns (output (T, B, H), h_n (1, B, H)); an LSTM's c_n is left out.
     forward: Callable[[], Tuple[torch.Tensor, torch.Tensor]]
     # Training step: forward, then backward from problem.grad_output; returns the gradients of
-    # (input, weight_ih, weight_hh, bias_ih, bias_hh).
+    # (input, weight_ih, weight_hh, bias_ih, bias_hh), or of its own inputs where it computes another function.
     forward_backward: Callable[[], Tuple[torch.Tensor, ...]]
 
 
@@ -39,6 +39,12 @@ class Implementation:
     # The torch.nn layer it computes, "RNN", "LSTM" or "GRU": it runs that layer's Problem and is compared with
     # that layer's baseline, the implementation named baseline_name(cell).
     cell: str = "RNN"
+    # False for another recurrence timed beside the cell (the linear scan, minGRU): run on the same problem's
+    # sizes and compared in time, but not checked against the baseline's results, which it does not compute.
+    same_function: bool = True
+    # For a parallel-in-time implementation, the sequential one it is to beat: the sequence-length sweep reports
+    # the T from which it does.
+    versus: Optional[str] = None
 
 
 _REGISTRY: Dict[str, Implementation] = {}
@@ -49,14 +55,15 @@ def baseline_name(cell: str) -> str:
     return f"torch.nn.{cell}"
 
 
-def register(name: str, description: str, skip_reason=None, family: str = "sequential", cell: str = "RNN"):
+def register(name: str, description: str, skip_reason=None, family: str = "sequential", cell: str = "RNN",
+             same_function: bool = True, versus: Optional[str] = None):  # fmt: skip
     """Decorator for a builder `build(problem) -> Workload`: makes it the implementation `name` of `cell`."""
 
     def decorate(build):
         if name in _REGISTRY:
             raise ValueError(f"benchmark implementation {name!r} is already registered")
         _REGISTRY[name] = Implementation(name, description, build, skip_reason or (lambda problem, limits: None),
-                                         family, cell)  # fmt: skip
+                                         family, cell, same_function, versus)  # fmt: skip
         return build
 
     return decorate

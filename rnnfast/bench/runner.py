@@ -52,7 +52,8 @@ def measure_shape(
 
 def _prepare_cell(analysis, shape, cell, impls, limits, device, dtype, synchronize):
     """Sets up the implementations of one cell on that cell's problem. Returns the records of those skipped or
-    failed, the workloads of the others (name -> (workload, setup seconds, results)) and the baseline's results."""
+    failed, the workloads of the others (name -> (workload, setup seconds, results, or None for another
+    recurrence's)) and the baseline's results."""
     problem = make_problem(shape, device, dtype, cell=cell)
     base = {"analysis": analysis, "shape": shape.as_dict(), "cell": cell}
     (baseline,) = registered([baseline_name(cell)])
@@ -74,7 +75,7 @@ def _prepare_cell(analysis, shape, cell, impls, limits, device, dtype, synchroni
             continue
         synchronize()
         setup_s = time.perf_counter() - start
-        workloads[impl.name] = (workload, setup_s, results)
+        workloads[impl.name] = (workload, setup_s, results if impl.same_function else None)
     return records, workloads, expected
 
 
@@ -87,8 +88,10 @@ def _time_cell(analysis, shape, cell, mode, workloads, expected, timing, dtype, 
                                synchronize=synchronize)  # fmt: skip
     records = []
     for name, (workload, setup_s, results) in workloads.items():
-        difference = relative_difference(results[mode], expected[mode])
+        # None where the implementation computes another function (results None): nothing to agree with.
+        difference = None if results is None else relative_difference(results[mode], expected[mode])
         records.append(dict(analysis=analysis, shape=shape.as_dict(), cell=cell, implementation=name, mode=mode,
                             status="ok", setup_s=setup_s, relative_difference=difference,
-                            agrees=difference <= tolerance, **timings[name].as_dict()))  # fmt: skip
+                            agrees=None if difference is None else difference <= tolerance,
+                            **timings[name].as_dict()))  # fmt: skip
     return records

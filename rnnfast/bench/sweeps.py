@@ -2,7 +2,7 @@
 slope) and against batch size (how flat the parallel dimension stays)."""
 
 import math
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 from .plans import MODES, shape_label
 from .registry import baseline_name
@@ -109,11 +109,33 @@ def seq_len_slopes(records: List[Dict], impls: Sequence[str]) -> Dict[str, Dict[
     return slopes
 
 
-def seq_len_sections(records: List[Dict], impls: Sequence[str]) -> List[Section]:
+def seq_len_crossovers(records: List[Dict], versus: Mapping[str, str]) -> Dict[str, Dict[str, Optional[int]]]:
+    """mode -> parallel implementation -> the shortest measured T from which it is faster than its sequential
+    counterpart (versus[impl]) at every longer T measured; None where it is not faster at the longest."""
+    found = index(records, "seq_len")
+    shapes = sorted(shapes_of(records, "seq_len"), key=lambda s: s["seq_len"])
+    crossovers = {}
+    for mode in MODES:
+        crossovers[mode] = {}
+        for impl, sequential in versus.items():
+            start = None
+            for s in reversed(shapes):
+                mine, theirs = (median(found.get((shape_key(s), mode, i))) for i in (impl, sequential))
+                if mine is None or theirs is None or mine >= theirs:
+                    break
+                start = s["seq_len"]
+            crossovers[mode][impl] = start
+    return crossovers
+
+
+def seq_len_sections(records: List[Dict], impls: Sequence[str], versus: Mapping[str, str] = None) -> List[Section]:
+    """versus: parallel implementation -> the sequential one it is to beat, for the row of crossovers."""
     found = index(records, "seq_len")
     shapes = shapes_of(records, "seq_len")
     if not shapes:
         return []
+    versus = {i: v for i, v in (versus or {}).items() if i in impls and v in impls}
+    crossovers = seq_len_crossovers(records, versus)
     slopes = seq_len_slopes(records, impls)
     base = shapes[0]
     sections = []
@@ -121,14 +143,24 @@ def seq_len_sections(records: List[Dict], impls: Sequence[str]) -> List[Section]
         rows = [[str(s["seq_len"])] + [timing_cell(found.get((shape_key(s), mode, i))) for i in impls] for s in shapes]
         rows.append(["slope, us/step"] + [f"{1e6 * slopes[mode][i]:.1f}" if slopes[mode][i] is not None else "-"
                                           for i in impls])  # fmt: skip
+        if versus:
+            rows.append(["faster from T"] + [_crossover_cell(crossovers[mode].get(i)) if i in versus else ""
+                                             for i in impls])  # fmt: skip
         sections.append(Section(
             f"Cost vs sequence length T, {MODE_TITLES[mode]}, B={base['batch']} I={base['input_size']} "
             f"H={base['hidden_size']} (ms)",
             ["T", *impls], rows,
-            ["slope: least-squares fit of time against T, the cost of one more time step."],
+            ["slope: least-squares fit of time against T, the cost of one more time step."]
+            + ([f"faster from T: where a parallel method beats its sequential counterpart ("
+                + ", ".join(f"{i} against {v}" for i, v in versus.items())
+                + ") at that T and every longer one measured; never: not at the longest."] if versus else []),
             "cost_vs_seq_len.png" if mode == MODES[-1] else None,
         ))  # fmt: skip
     return sections
+
+
+def _crossover_cell(seq_len: Optional[int]) -> str:
+    return "never" if seq_len is None else str(seq_len)
 
 
 def batch_sections(records: List[Dict], impls: Sequence[str]) -> List[Section]:

@@ -51,5 +51,5 @@ def timing_cell(record: Optional[dict]) -> str:
         return "-"
     if record["status"] != "ok":
         return record["status"]
-    flag = "" if record.get("agrees", True) else " (!)"
+    flag = " (!)" if record.get("agrees") is False else ""
     return f"{milliseconds(record['median_s'])} ±{100 * record['iqr_s'] / record['median_s'] / 2:.0f}%{flag}"
