@@ -6,6 +6,7 @@ import datetime
 import json
 import os
 import sys
+import time
 
 import torch
 
@@ -67,7 +68,7 @@ def main(argv=None) -> int:
     synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     compile_max_steps = 0 if args.no_compile else (
         plan.compile_max_steps if args.compile_max_steps is None else args.compile_max_steps)  # fmt: skip
-    limits = Limits(compile_max_steps=compile_max_steps)
+    limits = Limits(compile_max_steps=compile_max_steps, newton_max_hidden=plan.newton_max_hidden)
     names = [i.name for i in impls]
     os.makedirs(args.out, exist_ok=True)
 
@@ -93,27 +94,36 @@ def main(argv=None) -> int:
     started = datetime.datetime.now(datetime.timezone.utc)
     other_load = OtherLoad()
     records = []
+    phase_s = {}  # wall seconds per part of the run, so a plan's cost can be read off the JSON
+    clock = time.perf_counter()
+    sweep_impls = [i for i in impls if plan.sweep_cells is None or i.cell in plan.sweep_cells]
     for analysis, shape in shape_runs:
-        records += measure_shape(analysis, shape, impls, plan.timing, limits, device, dtype, synchronize,
-                                 progress.tick)  # fmt: skip
+        records += measure_shape(analysis, shape, impls if analysis == "standard" else sweep_impls, plan.timing,
+                                 limits, device, dtype, synchronize, progress.tick)  # fmt: skip
+        phase_s[analysis] = phase_s.get(analysis, 0.0) + time.perf_counter() - clock
+        clock = time.perf_counter()
     splits = []
     for shape in split_shapes:
         progress.tick(f"split {shape.label}")
         splits.append(measure_split(shape, plan.timing, device, dtype, synchronize))
+    phase_s["split"], clock = time.perf_counter() - clock, time.perf_counter()
     gated_bounds = []
     for shape, cell in gated_bound_runs:
         progress.tick(f"{cell} bound {shape.label}")
         gated_bounds.append(measure_gated_bound(shape, cell, plan.timing, device, dtype, synchronize))
+    phase_s["gated_bound"], clock = time.perf_counter() - clock, time.perf_counter()
     penalties = []
     for shape in penalty_shapes:
         progress.tick(f"sequential penalty {shape.label}")
         penalties.append(measure_penalty(shape, plan.timing, device, dtype, synchronize,
                                          [i for i in impls if i.family == "parallel" and i.same_function]))  # fmt: skip
     progress.close()
+    phase_s["penalty"] = time.perf_counter() - clock
 
     versus = {i.name: i.versus for i in impls if i.versus}
-    sections = (standard_sections(records, names) + seq_len_sections(records, names, versus)
-                + batch_sections(records, names))  # fmt: skip
+    sweep_names = [i.name for i in sweep_impls]
+    sections = (standard_sections(records, names) + seq_len_sections(records, sweep_names, versus)
+                + batch_sections(records, sweep_names))  # fmt: skip
     sections += [split_section(splits)] if splits else []
     if any(r.get("floor_s") for r in splits):
         sections += [floor_section(splits), headroom_section(splits, records)]
@@ -122,8 +132,9 @@ def main(argv=None) -> int:
 
     from . import plots  # matplotlib is imported only once there is something to draw
 
-    written = [plots.plot_standard_speedup(records, names, args.out), plots.plot_seq_len(records, names, args.out),
-               plots.plot_batch(records, names, args.out), plots.plot_penalty(penalties, args.out)]  # fmt: skip
+    written = [plots.plot_standard_speedup(records, names, args.out),
+               plots.plot_seq_len(records, sweep_names, args.out), plots.plot_batch(records, sweep_names, args.out),
+               plots.plot_penalty(penalties, args.out)]  # fmt: skip
     if splits:
         written.append(plots.plot_split(splits, args.out))
 
@@ -131,6 +142,7 @@ def main(argv=None) -> int:
     result = {
         "started_utc": started.isoformat(timespec="seconds"),
         "plan": plan.name,
+        "sweep_cells": plan.sweep_cells,
         "device": str(device),
         "dtype": args.dtype,
         # The run itself adds about its thread count; more than that before it means it shared the CPUs.
@@ -148,8 +160,10 @@ def main(argv=None) -> int:
             "penalty": [s.as_dict() for s in penalty_shapes],
         },
         "measurements": records,
-        "per_step_slope_s": seq_len_slopes(records, names),
-        "faster_from_seq_len": seq_len_crossovers(records, {i: v for i, v in versus.items() if v in names}),
+        "phase_s": phase_s,
+        "per_step_slope_s": seq_len_slopes(records, sweep_names),
+        "faster_from_seq_len": seq_len_crossovers(records, {i: v for i, v in versus.items()
+                                                            if i in sweep_names and v in sweep_names}),
         "split": splits,
         "gated_bound": gated_bounds,
         "penalty": penalties,
