@@ -1,10 +1,9 @@
 """Where does parallel-in-time evaluation beat the sequential kernel? Times one Elman layer direction,
 sequential (torch.ops.rnnfast.elman_layer_forward and its backward; on CUDA on its default path and on the
-general path forced) against Newton's method (rnnfast.parallel,
-dense and diagonal, and the implicit-function backward), forward and forward+backward, over hidden size,
-sequence length and batch, with the Newton iterations taken; then, on the CPU, the diagonal scan alone with one
-time chunk against two. Prints markdown tables as it goes; the rule of RNN(mode="auto")
-(rnnfast.parallel.PARALLEL_WINS) is read off them.
+general path forced) against Newton's method (rnnfast.parallel, dense and diagonal, and the implicit-function
+backward), forward and forward+backward, over hidden size, sequence length and batch, with the Newton
+iterations taken; then, on the CPU, the diagonal scan alone with one time chunk against two. Prints markdown
+tables as it goes; the rule of RNN(mode="auto") (rnnfast.parallel.PARALLEL_WINS) is read off them.
 
     python benchmarks/newton_crossover.py [--threads N] [--device cpu|cuda] [--quick]
 """

@@ -1,7 +1,7 @@
 // Automatic mixed precision (torch.autocast) for the layer ops. Inside an autocast region torch.nn.RNN, LSTM and
 // GRU compute in lower precision, so the forward ops do too: their float32 arguments are cast, as autocast casts
-// a matmul's, and the op runs below autocast in that dtype. Which dtype is torch.nn's (layer_autocast_dtype). The backward ops need no rule: autograd hands them gradients in the
-// forward's dtype.
+// a matmul's, to the dtype torch.nn computes in there (layer_autocast_dtype), and the op runs below autocast in
+// that dtype. The backward ops need no rule: autograd hands them gradients in the forward's dtype.
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
 #include <ATen/autocast_mode.h>
@@ -66,8 +66,8 @@ constexpr char kLstmForward[] = "rnnfast::lstm_layer_forward";
 
 // As torch.nn does: on the CPU its RNN and LSTM run in the lower precision under autocast, its GRU in float32
 // (so the GRU op has no CPU rule and runs in its arguments' dtype). On CUDA torch.nn runs all three in float16
-// (cuDNN; layer_autocast_dtype); rnnfast's gated CUDA kernels have no 16-bit types yet, so there the LSTM and GRU ops have no rule
-// and run in float32 (docs/dropin.md).
+// (cuDNN; layer_autocast_dtype); rnnfast's gated CUDA kernels have no 16-bit types yet, so there the LSTM and
+// GRU ops have no rule and run in float32 (docs/dropin.md).
 TORCH_LIBRARY_IMPL(rnnfast, AutocastCPU, m) {
   using namespace rnnfast;
   m.impl("elman_layer_forward", &AutocastRule<c10::DeviceType::CPU, kElmanForward, ElmanForward>::call);

@@ -115,8 +115,8 @@ def main(argv=None) -> int:
     penalties = []
     for shape in penalty_shapes:
         progress.tick(f"sequential penalty {shape.label}")
-        penalties.append(measure_penalty(shape, plan.timing, device, dtype, synchronize,
-                                         [i for i in impls if i.family == "parallel" and i.same_function]))  # fmt: skip
+        newton = [i for i in impls if i.family == "parallel" and i.same_function]  # the Elman's own
+        penalties.append(measure_penalty(shape, plan.timing, device, dtype, synchronize, newton))
     progress.close()
     phase_s["penalty"] = time.perf_counter() - clock
 
