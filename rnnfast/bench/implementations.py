@@ -77,14 +77,19 @@ def _single_layer_skip_reason(problem):
     return None
 
 
+def _scan_kernel_missing_reason(problem):
+    key = "CUDA" if problem.device.type == "cuda" else "CPU"
+    if not torch._C._dispatch_has_kernel_for_dispatch_key("rnnfast::linear_recurrence", key):
+        return f"rnnfast has no {key} scan kernel in this build"
+    return None
+
+
 def _parallel_skip_reason(method):
     def skip_reason(problem, limits):
-        reason = _single_layer_skip_reason(problem) or rnnfast_missing_reason(problem.device, problem.dtype)
+        reason = (_single_layer_skip_reason(problem) or rnnfast_missing_reason(problem.device, problem.dtype)
+                  or _scan_kernel_missing_reason(problem))  # fmt: skip
         if reason is not None:
             return reason
-        key = "CUDA" if problem.device.type == "cuda" else "CPU"
-        if not torch._C._dispatch_has_kernel_for_dispatch_key("rnnfast::linear_recurrence", key):
-            return f"rnnfast has no {key} scan kernel in this build"
         from ..parallel import DENSE_MAX_JACOBIAN_ELEMENTS
 
         s = problem.shape
@@ -227,11 +232,7 @@ def _linear_recurrence_workload(problem, recurrence):
 
 
 def _scan_skip_reason(problem, limits):
-    reason = _single_layer_skip_reason(problem)
-    key = "CUDA" if problem.device.type == "cuda" else "CPU"
-    if reason is None and not torch._C._dispatch_has_kernel_for_dispatch_key("rnnfast::linear_recurrence", key):
-        reason = f"rnnfast has no {key} scan kernel in this build"
-    return reason
+    return _single_layer_skip_reason(problem) or _scan_kernel_missing_reason(problem)
 
 
 @register("scan (linear recurrence)", "not the Elman RNN: h_t = a_t * h_{t-1} + b_t over all steps at once, "
