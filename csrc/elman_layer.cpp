@@ -24,8 +24,8 @@ std::tuple<at::Tensor, at::Tensor> elman_layer_forward_with(ForwardRecurrence re
   // The parallel part: every step's input projection, both directions at once. (T, B, D*H)
   at::Tensor output = at::empty({s.T, s.B, s.D * s.H}, input.options());
   if (project == nullptr || !project(output, x, w_ih, b, s)) {
-    at::Tensor out2 = output.view({s.T * s.B, s.D * s.H});
-    project_input(out2, x.view({s.T * s.B, s.I}), w_ih.view({s.D * s.H, s.I}),
+    at::Tensor output_rows = output.view({s.T * s.B, s.D * s.H});  // (T*B, D*H), the product's layout
+    project_input(output_rows, x.view({s.T * s.B, s.I}), w_ih.view({s.D * s.H, s.I}),
                   b.has_value() ? b->view({s.D * s.H}) : at::Tensor());
   }
   at::Tensor h_n = at::empty({s.D, s.B, s.H}, input.options());  // (D, B, H)

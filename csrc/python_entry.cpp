@@ -6,8 +6,9 @@
 // (batch 1, hidden 1); a pybind11 binding costs about 2. Each binding calls the registered op through the
 // dispatcher, with the GIL released and C++ warnings turned into Python ones as torch.ops does, so everything
 // below the Python entry is the same as a torch.ops call: autograd through the layer ops' register_autograd
-// rules, autocast, dispatch modes, the backends. rnnfast/_ops.py (call_stack) chooses the entry, keeping torch.ops wherever the binding would hide
-// the call from Python: under torch.compile, and when a __torch_function__ override is present.
+// rules, autocast, dispatch modes, the backends. rnnfast/_ops.py (call_stack) chooses the entry, keeping
+// torch.ops wherever the binding would hide the call from Python: under torch.compile, and when a
+// __torch_function__ override is present.
 #include <torch/csrc/Exceptions.h>
 #include <torch/extension.h>
 

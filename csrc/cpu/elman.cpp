@@ -94,6 +94,13 @@ bool use_fused_step(int64_t H) {
 // Recurrent weights up to this many values are transposed into a buffer on the stack rather than a new tensor.
 constexpr int64_t kSmallTransposeMax = 512;
 
+// dst (cols, rows) = src (rows, cols) transposed, both contiguous: the small weight copies below, read k-major.
+template <typename scalar_t>
+void transpose_into(scalar_t* dst, const scalar_t* src, int64_t rows, int64_t cols) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) dst[c * rows + r] = src[r * cols + c];
+}
+
 void forward_recurrence_cpu(at::Tensor& output, const at::Tensor& hx, const at::Tensor& weight_hh, at::Tensor& h_n,
                             const ElmanSizes& s, const int64_t* batch_sizes, bool relu) {
   AT_DISPATCH_FLOATING_TYPES(output.scalar_type(), "elman_forward_cpu", [&] {
@@ -110,9 +117,7 @@ void forward_recurrence_cpu(at::Tensor& output, const at::Tensor& hx, const at::
       scalar_t small_w_t[kSmallTransposeMax];  // (D, H, H) up to it
       if (s.D * s.H * s.H <= kSmallTransposeMax) {
         const scalar_t* w = weight_hh.const_data_ptr<scalar_t>();
-        for (int64_t d = 0; d < s.D; ++d)
-          for (int64_t j = 0; j < s.H; ++j)
-            for (int64_t k = 0; k < s.H; ++k) small_w_t[(d * s.H + k) * s.H + j] = w[(d * s.H + j) * s.H + k];
+        for (int64_t d = 0; d < s.D; ++d) transpose_into(small_w_t + d * s.H * s.H, w + d * s.H * s.H, s.H, s.H);
         wt = small_w_t;
       } else {
         w_t = weight_hh.transpose(1, 2).contiguous();
@@ -163,8 +168,7 @@ bool project_input_small(at::Tensor& output, const at::Tensor& input, const at::
     // W_ih transposed, (I, N): each input feature's weights to all outputs contiguous, so the loop below runs
     // along the output columns.
     scalar_t w_t[kSmallProjectionMaxRowWork];
-    for (int64_t j = 0; j < N; ++j)
-      for (int64_t i = 0; i < s.I; ++i) w_t[i * N + j] = w[j * s.I + i];
+    transpose_into(w_t, w, N, s.I);
     for (int64_t r = 0; r < rows; ++r) {
       scalar_t* o = out + r * N;
       const scalar_t* xr = x + r * s.I;
