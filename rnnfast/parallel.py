@@ -161,11 +161,9 @@ class _ParallelElman(torch.autograd.Function):
 # development machine the sequential kernel won at every shape measured, inference and training (B 1 and 16,
 # H 2 to 64, T 64 to 4096; BENCHMARKS.md, "Parallel in time"): Newton's 3 to 4 dense iterations (5 to 19
 # diagonal) each cost more than the whole sequential pass. CUDA, on an H200 (BENCHMARKS.md, "Parallel in time
-# on CUDA"): at T = 4096 dense Newton took 1.2-1.9 ms forward and 3.2-4.5 ms forward+backward at B = 1, H <= 32,
-# and at B = 16, H <= 8; the sequential loop on its persistent path costs about 1.1 us a step there (B 1-16,
-# H 64, T 256-1024, the same run), i.e. about 4.5 and 12 ms. At T = 512 the sequential loop wins; at B = 16,
-# H = 32 and at H = 64 dense Newton's H*H Jacobians make it slower. So "auto" takes Newton only in those two
-# regions; newton_crossover.py times both sequential paths, to draw the line tighter on the next GPU run.
+# on CUDA", timed against the default persistent path): at T = 4096 dense Newton took 0.7x-0.8x the sequential
+# time forward and 0.5x-0.7x forward+backward at B = 1, H <= 32 and at B = 16, H <= 8; at T <= 512, at B = 16,
+# H = 32 and at H = 64 (its H*H Jacobians) the sequential loop won.
 PARALLEL_WINS = {"cpu": (), "cuda": ((32, 4096, 1), (8, 4096, 16))}
 
 
