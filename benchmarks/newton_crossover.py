@@ -111,7 +111,7 @@ def main():
         torch.set_num_threads(args.threads)
     grid = GRIDS["quick" if args.quick else "default"]
     synchronize = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
-    timing = TimingConfig(warmup=1, repeats=7, min_repeats=3, min_sample_s=0.005, budget_s=1.0)
+    timing = TimingConfig(warmup=2, repeats=7, min_repeats=3, min_sample_s=0.005, budget_s=1.0)
     print(f"device {args.device}, float32, {torch.get_num_threads()} torch threads, torch {torch.__version__}\n")
     for mode in MODES:
         newton_table(grid, args.device, mode, timing, synchronize)

@@ -46,7 +46,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
     synchronize = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
-    timing = TimingConfig(warmup=1, repeats=5, min_repeats=3, min_sample_s=0.002, budget_s=1.0)
+    timing = TimingConfig(warmup=2, repeats=5, min_repeats=3, min_sample_s=0.002, budget_s=1.0)
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
     print(f"{device_name}, float32, torch {torch.__version__}: medians of interleaved runs\n\n"
           "| T | B | H | mode | per-step loop (ms) | scan (ms) | scan speed-up | scan error (max, relative to loop) |\n"

@@ -7,7 +7,10 @@ import sys
 
 import pytest
 
+import torch
+
 import rnnfast
+from rnnfast.bench.registry import Implementation, Limits, Workload, registered
 from rnnfast.bench.timing import Timing, TimingConfig, time_interleaved
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -39,9 +42,9 @@ def workload(clock, durations, log=None, name=None):
 
 def test_median_and_quartiles_of_the_timed_calls():
     clock = FakeClock()
-    # A slow warm-up call and a calibration call, then the five timed ones.
+    # Two warm-up calls, a slow one and the one timed to calibrate, then the five timed ones.
     fns = {"a": workload(clock, [100.0, 1.0, 3.0, 1.0, 2.0, 5.0, 4.0]), "b": workload(clock, [0.5])}
-    config = TimingConfig(warmup=1, repeats=5, min_repeats=5, min_sample_s=0.0, budget_s=1e9)
+    config = TimingConfig(warmup=2, repeats=5, min_repeats=5, min_sample_s=0.0, budget_s=1e9)
     timings = time_interleaved(fns, config, clock=clock)
     assert sorted(timings["a"].samples) == [1.0, 2.0, 3.0, 4.0, 5.0]
     assert timings["a"].median == 3.0
@@ -228,3 +231,48 @@ def test_crossover_is_the_shortest_T_from_which_the_parallel_method_stays_faster
     crossovers = seq_len_crossovers(records, {"par": "seq", "slow": "seq"})
     assert crossovers["forward"] == {"par": 32, "slow": None}
     assert crossovers["forward_backward"] == {"par": None, "slow": None}  # no records in that mode: no win shown
+
+
+def _constant_workload(value):
+    """A workload whose forward and training step both return (a one-element tensor holding value,)."""
+    return Workload(lambda: (torch.full((1,), value),), lambda: (torch.full((1,), value),))
+
+
+def test_the_baseline_is_set_up_once_and_its_own_results_are_the_reference(monkeypatch):
+    from rnnfast.bench import registry, runner
+    from rnnfast.bench.plans import Shape
+
+    builds = []
+
+    def build_baseline(problem):
+        builds.append(problem)
+        return _constant_workload(1.0)
+
+    registry.registered()  # the built-in implementations register on first use; the baseline is replaced after
+    baseline = Implementation("torch.nn.RNN", "counted", build_baseline, lambda problem, limits: None, "sequential")
+    monkeypatch.setitem(registry._REGISTRY, "torch.nn.RNN", baseline)
+    other = Implementation("other", "", lambda problem: _constant_workload(3.0), lambda problem, limits: None,
+                           "sequential")  # fmt: skip
+    prepare = lambda impls: runner._prepare_cell("standard", Shape(1, 2, 1, 1), "RNN", impls, Limits(),  # noqa: E731
+                                                 torch.device("cpu"), torch.float32, lambda: None)  # fmt: skip
+    records, workloads, expected = prepare([other, baseline])
+    assert len(builds) == 1 and not records
+    assert list(workloads) == ["torch.nn.RNN", "other"]  # the baseline first, whatever the order asked
+    assert expected["forward"][0].item() == 1.0 and expected["forward_backward"][0].item() == 1.0
+    # Not among those timed, it is still set up once, for the reference alone.
+    records, workloads, expected = prepare([other])
+    assert len(builds) == 2 and list(workloads) == ["other"] and expected["forward"][0].item() == 1.0
+
+
+def test_newton_is_timed_only_up_to_the_plans_problem_size():
+    from rnnfast.bench.plans import PLANS, Shape
+    from rnnfast.bench.problem import make_problem
+
+    (newton,) = registered(["Newton (diagonal)"])
+    limit = PLANS["default"].newton_max_states
+    at_limit = make_problem(Shape(32, limit // (32 * 64), 32, 64))
+    past_limit = make_problem(Shape(32, 2 * limit // (32 * 64), 32, 64))
+    assert newton.skip_reason(at_limit, Limits(newton_max_states=limit)) is None
+    reason = newton.skip_reason(past_limit, Limits(newton_max_states=limit))
+    assert reason is not None and "newton_max_states" in reason
+    assert newton.skip_reason(past_limit, Limits()) is None  # no limit: --full

@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     compile_max_steps = 0 if args.no_compile else (
         plan.compile_max_steps if args.compile_max_steps is None else args.compile_max_steps)  # fmt: skip
-    limits = Limits(compile_max_steps=compile_max_steps, newton_max_hidden=plan.newton_max_hidden)
+    limits = Limits(compile_max_steps=compile_max_steps, newton_max_states=plan.newton_max_states)
     names = [i.name for i in impls]
     os.makedirs(args.out, exist_ok=True)
 
@@ -116,7 +116,7 @@ def main(argv=None) -> int:
     for shape in penalty_shapes:
         progress.tick(f"sequential penalty {shape.label}")
         newton = [i for i in impls if i.family == "parallel" and i.same_function]  # the Elman's own
-        penalties.append(measure_penalty(shape, plan.timing, device, dtype, synchronize, newton))
+        penalties.append(measure_penalty(shape, plan.timing, device, dtype, synchronize, newton, limits))
     progress.close()
     phase_s["penalty"] = time.perf_counter() - clock
 

@@ -93,10 +93,11 @@ def _parallel_skip_reason(method):
         from ..parallel import DENSE_MAX_JACOBIAN_ELEMENTS
 
         s = problem.shape
-        if limits.newton_max_hidden is not None and s.hidden_size > limits.newton_max_hidden:
-            return (f"H={s.hidden_size} > newton_max_hidden={limits.newton_max_hidden} in this plan: each Newton "
+        states = s.seq_len * s.batch * s.hidden_size
+        if limits.newton_max_states is not None and states > limits.newton_max_states:
+            return (f"T*B*H = {states} > newton_max_states={limits.newton_max_states} in this plan: each Newton "
                     "iteration redoes the whole sequence's work (--full times it here)")  # fmt: skip
-        elements = s.seq_len * s.batch * s.hidden_size**2
+        elements = states * s.hidden_size
         if method == "dense" and elements > DENSE_MAX_JACOBIAN_ELEMENTS:
             # The dense iteration holds a Jacobian per step and row; past this it is not set up.
             return (f"the dense Newton iteration's Jacobians, T*B*H*H = {elements} elements, exceed "

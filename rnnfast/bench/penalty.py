@@ -24,7 +24,7 @@ LOOPS = ("rnnfast loop", "python loop")
 
 
 def measure_penalty(shape: Shape, timing: TimingConfig, device, dtype, synchronize: Callable[[], None],
-                    parallel_impls: Sequence[Implementation] = ()) -> Dict:  # fmt: skip
+                    parallel_impls: Sequence[Implementation] = (), limits: Limits = Limits()) -> Dict:  # fmt: skip
     problem = make_problem(shape, device, dtype)
     T, B, I, H = shape.seq_len, shape.batch, shape.input_size, shape.hidden_size
     ref = problem.reference
@@ -58,7 +58,7 @@ def measure_penalty(shape: Shape, timing: TimingConfig, device, dtype, synchroni
             problem.input, problem.hx, w_ih[None], w_hh[None], bias[None], None, False
         )
         candidates["input projection"] = lambda: torch.addmm(bias, x2d, w_ih.t())
-    methods = [impl.name for impl in parallel_impls if impl.skip_reason(problem, Limits()) is None]
+    methods = [impl.name for impl in parallel_impls if impl.skip_reason(problem, limits) is None]
     for impl in parallel_impls:
         if impl.name in methods:
             candidates[impl.name] = impl.build(problem).forward

@@ -75,8 +75,8 @@ class Plan:
     # torch.compile unrolls the Python loop over time, so its compile time grows with T: about 0.3 s a step
     # (forward and backward graphs) on a 2-core machine. Longer sequences are skipped rather than waited for.
     compile_max_steps: int = 0
-    # Widest layer the Newton evaluations are timed at (None: any); see Limits.
-    newton_max_hidden: Optional[int] = None
+    # Largest problem (T*B*H) the Newton evaluations are timed at (None: any); see Limits.
+    newton_max_states: Optional[int] = None
     # The cells whose implementations the two sweeps time (None: every cell). The sweeps are the
     # sequential-against-parallel analysis, of the Elman recurrence and what is timed beside it; the LSTM and
     # GRU are compared at the standard shapes.
@@ -105,8 +105,8 @@ PLANS = {
         timing=TimingConfig(warmup=1, repeats=3, min_repeats=3, min_sample_s=0.001, budget_s=0.05),
         compile_max_steps=0,
     ),
-    # About three minutes on a 2-core CPU (seven standard shapes, three cells; the sweeps time the Elman RNN and
-    # what runs beside it, and Newton is not timed at the two widest standard shapes).
+    # About two minutes on a 2-core CPU (seven standard shapes, three cells; the sweeps time the Elman RNN and
+    # what runs beside it, and Newton only up to T*B*H = 524288: to T = 256 in the T sweep, B = 64 in the B sweep).
     "default": Plan(
         name="default",
         standard_shapes=STANDARD_SHAPES,
@@ -116,7 +116,7 @@ PLANS = {
         split_shapes=SINGLE_LAYER_SHAPES,
         timing=TimingConfig(warmup=1, repeats=9, min_repeats=3, min_sample_s=0.01, budget_s=2.0),
         compile_max_steps=64,
-        newton_max_hidden=128,
+        newton_max_states=32 * 256 * 64,
         sweep_cells=("RNN",),
     ),
     "full": Plan(

@@ -25,9 +25,9 @@ class Limits:
     """What a run is willing to wait for while setting implementations up."""
 
     compile_max_steps: int = 0  # longest sequence the torch.compile'd loop is built for; 0 builds none
-    # Widest layer the Newton evaluations are timed at (None: any). Each Newton iteration redoes the whole
-    # sequence's work, so at the widest standard shapes they take longer than everything else together.
-    newton_max_hidden: Optional[int] = None
+    # Largest problem the Newton evaluations are timed at, in hidden-state values T*B*H (None: any). Each Newton
+    # iteration redoes the whole sequence's work, so past this they take longer than everything else at a shape.
+    newton_max_states: Optional[int] = None
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,9 @@ def _quantile(values: Sequence[float], q: float) -> float:
 
 @dataclass(frozen=True)
 class TimingConfig:
-    warmup: int = 1  # untimed calls of each callable before anything is measured
+    # Calls of each callable before the repetitions; the last is timed and sets how many calls make a sample,
+    # so there is always at least one.
+    warmup: int = 1
     repeats: int = 7  # samples per callable, the most taken
     min_repeats: int = 3  # samples per callable even when the time budget is short
     min_sample_s: float = 0.01  # calls are batched until one sample lasts at least this long
@@ -84,11 +86,13 @@ def time_interleaved(
     """
     names = list(callables)
     for name in names:
-        for _ in range(config.warmup):
+        for _ in range(config.warmup - 1):
             callables[name]()
     synchronize()
 
-    # One timed call each tells how many calls make a sample long enough for the clock's resolution.
+    # The last warm-up call of each, timed, tells how many calls make a sample long enough for the clock's
+    # resolution. It is not a sample: it runs before the interleaved rounds. A calibration call of its own would
+    # cost as much as one more round, which at the largest shapes is seconds.
     calls = {}
     one_call = {}
     for name in names:
