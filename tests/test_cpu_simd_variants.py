@@ -1,6 +1,8 @@
-"""The CPU gated kernels' baseline (SSE2) and AVX-512 variants of the pointwise passes give the same bits, so a
-result does not depend on which CPU computed it. RNNFAST_CPU_SIMD=baseline forces the baseline variant; each run
-is its own process because the choice is made once per process."""
+"""The CPU gated kernels' baseline (SSE2) and AVX-512 variants of the pointwise passes give the same bits, so the
+gates do not depend on which CPU computed them. RNNFAST_CPU_SIMD=baseline forces the baseline variant; each run
+is its own process because the choice is made once per process. The per-step products run in BLAS here
+(RNNFAST_CPU_STEP=blas): the register-tiled products fuse multiply-adds where the CPU has FMA, so their last bits
+depend on the CPU, as a BLAS's do (tests/test_cpu_step_paths.py checks them against torch.nn)."""
 
 import os
 import subprocess
@@ -29,6 +31,7 @@ def run(path, simd):
     root = os.path.dirname(os.path.dirname(os.path.abspath(rnnfast.__file__)))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
     env.pop("RNNFAST_CPU_SIMD", None)
+    env["RNNFAST_CPU_STEP"] = "blas"
     if simd is not None:
         env["RNNFAST_CPU_SIMD"] = simd
     subprocess.run([sys.executable, "-c", RUN, str(path)], env=env, check=True, timeout=300)

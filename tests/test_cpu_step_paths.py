@@ -1,6 +1,7 @@
-"""Both CPU step kernels, the fused small-H step (csrc/cpu/small_step.cpp) and the BLAS product plus activation
-pass, give torch.nn.RNN's numbers on either side of the automatic threshold, at hidden sizes that hit every
-edge of the fused kernel's register tile (full tiles, partial columns, partial rows)."""
+"""Both CPU step kernels, the fused register-tiled step (csrc/cpu/small_step.cpp) and the BLAS product plus
+activation pass, give torch.nn.RNN's numbers on either side of the automatic threshold, at hidden sizes that hit
+every edge of the fused kernel's register tile (full tiles, partial columns, partial rows); and both per-step
+products of the gated cells' loops (the tiles on packed weights, and BLAS) give torch.nn.LSTM's and GRU's."""
 
 import os
 import subprocess
@@ -11,7 +12,7 @@ import torch
 from torch.nn.utils.rnn import pack_sequence
 
 import rnnfast
-from rnn_pairs import assert_twins_agree, twin_rnns
+from rnn_pairs import assert_twins_agree, twin_modules, twin_rnns
 
 # The tile is 4 rows x 64 float32 (32 float64) columns: hidden sizes below, at and past it, and past the
 # automatic threshold of 256.
@@ -41,6 +42,37 @@ def test_step_kernel_matches_torch_nn_on_packed_input(step_kernel, H):
     assert_twins_agree(reference, fast, packed, torch.randn(2, len(lengths), H, dtype=torch.float64))
 
 
+# Gated widths G*H (and P, the LSTM's projection) below, at and past a tile's 64 float32 (32 float64) columns,
+# with 1 to 6 batch rows against its 4 rows.
+GATED = {
+    "LSTM-H1": ("LSTM", 1, {}),
+    "LSTM-H16": ("LSTM", 16, {}),
+    "LSTM-H17-proj5": ("LSTM", 17, {"proj_size": 5}),
+    "LSTM-H40-proj33": ("LSTM", 40, {"proj_size": 33}),
+    "GRU-H7": ("GRU", 7, {}),
+    "GRU-H22": ("GRU", 22, {}),
+    "GRU-H70": ("GRU", 70, {}),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("cell", GATED.values(), ids=GATED.keys())
+@pytest.mark.parametrize("B", [1, 6])
+def test_gated_step_product_matches_torch_nn(step_kernel, cell, B, dtype):
+    name, H, extra = cell
+    reference, fast = twin_modules(name, dtype, input_size=3, hidden_size=H, num_layers=2, bidirectional=True,
+                                   **extra)  # fmt: skip
+    assert_twins_agree(reference, fast, torch.randn(5, B, 3, dtype=dtype))
+
+
+@pytest.mark.parametrize("name", ["LSTM", "GRU"])
+def test_gated_step_product_matches_torch_nn_on_packed_input(step_kernel, name):
+    reference, fast = twin_modules(name, input_size=3, hidden_size=20, bidirectional=True)
+    lengths = [6, 2, 5, 1, 6]
+    packed = pack_sequence([torch.randn(n, 3, dtype=torch.float64) for n in lengths], enforce_sorted=False)
+    assert_twins_agree(reference, fast, packed)
+
+
 def test_unknown_step_kernel_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("RNNFAST_CPU_STEP", "fastest")
     with pytest.raises(RuntimeError, match="RNNFAST_CPU_STEP must be auto, fused or blas, got 'fastest'"):
@@ -49,11 +81,14 @@ def test_unknown_step_kernel_is_a_clear_error(monkeypatch):
 
 BASELINE_RUN = r"""
 import torch, rnnfast
-from rnn_pairs import assert_twins_agree, twin_rnns
+from rnn_pairs import assert_twins_agree, twin_modules, twin_rnns
 for H in (7, 65, 130):
     for dtype in (torch.float64, torch.float32):
         reference, fast = twin_rnns(dtype, input_size=3, hidden_size=H, num_layers=2, bidirectional=True)
         assert_twins_agree(reference, fast, torch.randn(5, 6, 3, dtype=dtype), torch.randn(4, 6, H, dtype=dtype))
+        for name, extra in (("LSTM", {"proj_size": 5}), ("GRU", {})):
+            reference, fast = twin_modules(name, dtype, input_size=3, hidden_size=H, bidirectional=True, **extra)
+            assert_twins_agree(reference, fast, torch.randn(5, 6, 3, dtype=dtype))
 """
 
 

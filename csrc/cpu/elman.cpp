@@ -5,8 +5,6 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <cstdlib>
-#include <string>
 #include <vector>
 
 #include "../cell_math.h"
@@ -80,17 +78,6 @@ void backward_direction(scalar_t* grad_z, scalar_t* grad_h, const scalar_t* out,
   }
 }
 
-// Whether the loop takes the fused small-H step (small_step.h) or a BLAS product plus an activation pass per step.
-// RNNFAST_CPU_STEP=auto (the default) takes the fused step up to kSmallStepMaxHidden, where it measured faster;
-// fused or blas force one, for tests and benchmarks.
-bool use_fused_step(int64_t H) {
-  const char* env = std::getenv("RNNFAST_CPU_STEP");
-  const std::string choice = env ? env : "auto";
-  TORCH_CHECK(choice == "auto" || choice == "fused" || choice == "blas",
-              "rnnfast: RNNFAST_CPU_STEP must be auto, fused or blas, got '", choice, "'");
-  return choice == "fused" || (choice == "auto" && H <= kSmallStepMaxHidden);
-}
-
 // Recurrent weights up to this many values are transposed into a buffer on the stack rather than a new tensor.
 constexpr int64_t kSmallTransposeMax = 512;
 
@@ -123,7 +110,7 @@ void forward_recurrence_cpu(at::Tensor& output, const at::Tensor& hx, const at::
         w_t = weight_hh.transpose(1, 2).contiguous();
         wt = w_t.const_data_ptr<scalar_t>();
       }
-      const bool fused = use_fused_step(s.H);
+      const bool fused = use_fused_step(s.H, kSmallStepMaxHidden);
       for_each_direction(s.D, [&](int64_t d) {
         forward_direction<scalar_t, act>(out, h0 + d * s.B * s.H, wt + d * s.H * s.H, hn + d * s.B * s.H, s, d,
                                          batch_sizes, fused);
@@ -141,7 +128,7 @@ void backward_recurrence_cpu(at::Tensor& grad_z, at::Tensor& grad_h, const at::T
       scalar_t* gh = grad_h.data_ptr<scalar_t>();
       const scalar_t* out = output.const_data_ptr<scalar_t>();
       const scalar_t* w = weight_hh.const_data_ptr<scalar_t>();
-      const bool fused = use_fused_step(s.H);
+      const bool fused = use_fused_step(s.H, kSmallStepMaxHidden);
       for_each_direction(s.D, [&](int64_t d) {
         backward_direction<scalar_t, act>(gz, gh + d * s.B * s.H, out, w + d * s.H * s.H, s, d, batch_sizes, fused);
       });

@@ -7,12 +7,14 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <vector>
 
 #include "../gate_math.h"
 #include "../gated_layer.h"
 #include "blas.h"
 #include "directions.h"
 #include "simd_target.h"
+#include "small_step.h"
 #include "widened.h"
 
 namespace rnnfast {
@@ -135,6 +137,45 @@ auto pick_backward_cells() {
   return &backward_cells_baseline<Cell, scalar_t>;
 }
 
+// The weights M (K, N) of one direction's per-step product, as the product reads them: row-major for BLAS, or
+// packed (small_step.h) for the register tiles, as use_fused_step decides once per call.
+template <typename scalar_t>
+struct StepWeights {
+  const scalar_t* data;  // (K, N) row-major, or its packed form
+  bool packed;
+  int64_t K, N;
+};
+
+// Every direction's StepWeights of weights (D, K, N), contiguous: the weights themselves for BLAS, or their
+// packed forms, written into `holder` (D, packed_size) for the call's lifetime.
+template <typename scalar_t>
+std::vector<StepWeights<scalar_t>> step_weights(const at::Tensor& weights, bool packed, at::Tensor& holder) {
+  const int64_t D = weights.size(0), K = weights.size(1), N = weights.size(2);
+  const scalar_t* w = weights.const_data_ptr<scalar_t>();
+  std::vector<StepWeights<scalar_t>> per_direction;
+  if (packed) {
+    const int64_t size = packed_size<scalar_t>(K, N);
+    holder = at::empty({D, size}, weights.options());
+    for (int64_t d = 0; d < D; ++d) pack_weights(holder.data_ptr<scalar_t>() + d * size, w + d * K * N, N, K, N);
+    w = holder.const_data_ptr<scalar_t>();
+    for (int64_t d = 0; d < D; ++d) per_direction.push_back({w + d * size, true, K, N});
+  } else {
+    for (int64_t d = 0; d < D; ++d) per_direction.push_back({w + d * K * N, false, K, N});
+  }
+  return per_direction;
+}
+
+// C (rows x N) = A (rows x K) @ M, added onto C when accumulate; A and C row-major at strides lda and ldc.
+template <typename scalar_t>
+void step_gemm(const StepWeights<scalar_t>& M, int64_t rows, const scalar_t* A, int64_t lda, bool accumulate,
+               scalar_t* C, int64_t ldc) {
+  if (M.packed) {
+    step_product<scalar_t>(C, ldc, A, lda, M.data, rows, M.K, M.N, accumulate);
+  } else {
+    gemm_row_major<scalar_t>(false, rows, M.N, M.K, A, lda, M.data, M.N, accumulate ? 1 : 0, C, ldc);
+  }
+}
+
 // The steps of the input projection computed together: as many as fill about this many bytes of gates_x, so
 // that the block is still in cache when the loop reads it, and its buffer is reused rather than a fresh
 // (T, B, D*G*H) one paid for in page faults on every call. Each block's product still has rows enough
@@ -165,11 +206,11 @@ void project_steps(const GatedForwardBuffers& buf, const GatedSizes& s, int64_t 
 }
 
 template <typename Cell, typename scalar_t>
-void forward_direction(GatedForwardBuffers& buf, const scalar_t* w_hh_t, const scalar_t* w_hr_t, scalar_t* gates_h,
-                       scalar_t* m, scalar_t* gates_block, int64_t block_steps, const GatedSizes& s, int64_t d,
-                       const int64_t* batch_sizes) {
-  // w_hh_t: (D, P, G*H) and w_hr_t: (D, H, P), the weights transposed (see forward_recurrence_cpu), w_hr_t
-  // nullptr without a projection; gates_h: (B, G*H) scratch for h_{t-1} W_hh^T; m: (B, H) scratch for the cell
+void forward_direction(GatedForwardBuffers& buf, const StepWeights<scalar_t>& w_hh,
+                       const StepWeights<scalar_t>* w_hr, scalar_t* gates_h, scalar_t* m, scalar_t* gates_block,
+                       int64_t block_steps, const GatedSizes& s, int64_t d, const int64_t* batch_sizes) {
+  // w_hh: this direction's W_hh^T (P, G*H) and w_hr its W_hr^T (H, P) as the step products read them (see
+  // forward_recurrence_cpu), w_hr nullptr without a projection; gates_h: (B, G*H) scratch for h_{t-1} W_hh^T; m: (B, H) scratch for the cell
   // output before the projection, or nullptr without one (the cell then writes h directly); gates_block:
   // (block_steps * B, G*H) scratch for gates_x of the block of steps holding the current one.
   const int64_t B = s.B, H = s.H, P = s.P, GH = s.G * s.H, WH = s.W * s.H;
@@ -178,8 +219,6 @@ void forward_direction(GatedForwardBuffers& buf, const scalar_t* w_hh_t, const s
   scalar_t* ws = buf.workspace.data_ptr<scalar_t>() + d * WH;             // same layout, stride ld_ws
   scalar_t* h = buf.h.data_ptr<scalar_t>() + d * B * P;                   // (B, P) the running h
   scalar_t* c = buf.c.defined() ? buf.c.data_ptr<scalar_t>() + d * B * H : nullptr;  // (B, H) the running c
-  const scalar_t* w_hh = w_hh_t + d * P * GH;                                          // (P, G*H)
-  const scalar_t* w_hr = m ? w_hr_t + d * H * P : nullptr;                              // (H, P)
   const scalar_t* bias_h = buf.bias_h.defined() ? buf.bias_h.data_ptr<scalar_t>() + d * GH : nullptr;  // (G*H)
   const auto forward_cells = pick_forward_cells<Cell, scalar_t>();
   // Rows not running at a step keep their h and c: in the forward direction a finished row's last state, in the
@@ -191,12 +230,12 @@ void forward_direction(GatedForwardBuffers& buf, const scalar_t* w_hh_t, const s
       block_first = t / block_steps * block_steps;
       project_steps(buf, s, d, block_first, std::min(block_steps, s.T - block_first), gates_block);
     }
-    gemm_row_major<scalar_t>(false, rows, GH, P, h, P, w_hh, GH, 0, gates_h, GH);
+    step_gemm<scalar_t>(w_hh, rows, h, P, false, gates_h, GH);
     const scalar_t* gx_t = gates_block + (t - block_first) * B * GH;
     scalar_t* out_t = out + t * B * ld_out;
     scalar_t* ws_t = ws + t * ws_step;
     forward_cells({gx_t, GH, gates_h, bias_h, ws_t, ld_ws, h, c, m ? m : h, rows, H, P, GH});
-    if (m) gemm_row_major<scalar_t>(false, rows, P, H, m, H, w_hr, P, 0, h, P);
+    if (m) step_gemm<scalar_t>(*w_hr, rows, m, H, false, h, P);
     for (int64_t b = 0; b < rows; ++b) std::copy_n(h + b * P, P, out_t + b * ld_out);
     zero_rows(out_t, rows, B, P, ld_out);
     zero_rows(ws_t, rows, B, WH, ld_ws);
@@ -204,9 +243,11 @@ void forward_direction(GatedForwardBuffers& buf, const scalar_t* w_hh_t, const s
 }
 
 template <typename Cell, typename scalar_t>
-void backward_direction(GatedBackwardBuffers& buf, scalar_t* grad_m, const GatedSizes& s, int64_t d,
+void backward_direction(GatedBackwardBuffers& buf, const StepWeights<scalar_t>& w_hh,
+                        const StepWeights<scalar_t>* w_hr, scalar_t* grad_m, const GatedSizes& s, int64_t d,
                         const int64_t* batch_sizes) {
-  // grad_m: (B, H) scratch for dL/dm_t through the projection, or nullptr without one.
+  // w_hh: this direction's W_hh (G*H, P) and w_hr its W_hr (P, H) as the step products read them, w_hr nullptr
+  // without a projection; grad_m: (B, H) scratch for dL/dm_t through the projection, or nullptr without one.
   const int64_t B = s.B, H = s.H, P = s.P, GH = s.G * s.H, WH = s.W * s.H;
   const int64_t ld_gates = s.D * GH, ld_out = s.D * P, ld_ws = s.D * WH;
   scalar_t* grad_h_seq = buf.grad_h_seq.data_ptr<scalar_t>() + d * P;       // step t, row b at t*B*ld + b*ld
@@ -216,8 +257,6 @@ void backward_direction(GatedBackwardBuffers& buf, scalar_t* grad_m, const Gated
   const scalar_t* ws = buf.workspace.data_ptr<scalar_t>() + d * WH;         // stride ld_ws
   scalar_t* carry_h = buf.grad_h.data_ptr<scalar_t>() + d * B * P;          // (B, P) dL/dh of the step after
   scalar_t* carry_c = buf.grad_c.defined() ? buf.grad_c.data_ptr<scalar_t>() + d * B * H : nullptr;  // (B, H)
-  const scalar_t* w_hh = buf.weight_hh.data_ptr<scalar_t>() + d * GH * P;  // (G*H, P)
-  const scalar_t* w_hr = grad_m ? buf.weight_hr.data_ptr<scalar_t>() + d * P * H : nullptr;  // (P, H)
   const bool separate = buf.grad_gates_h.defined();
   const auto backward_cells = pick_backward_cells<Cell, scalar_t>();
   for (int64_t i = s.T - 1; i >= 0; --i) {
@@ -229,7 +268,7 @@ void backward_direction(GatedBackwardBuffers& buf, scalar_t* grad_m, const Gated
       for (int64_t j = 0; j < P; ++j) dh[j] += carried[j];
     }
     zero_rows(dh_t, rows, B, P, ld_out);
-    if (grad_m) gemm_row_major<scalar_t>(false, rows, H, P, dh_t, ld_out, w_hr, H, 0, grad_m, H);
+    if (grad_m) step_gemm<scalar_t>(*w_hr, rows, dh_t, ld_out, false, grad_m, H);
     scalar_t* dgx_t = grad_gx + t * B * ld_gates;
     scalar_t* dgh_t = grad_gh + t * B * ld_gates;
     const scalar_t* ws_t = ws + t * B * ld_ws;
@@ -240,8 +279,7 @@ void backward_direction(GatedBackwardBuffers& buf, scalar_t* grad_m, const Gated
     if (separate) zero_rows(dgh_t, rows, B, GH, ld_gates);
     // dL/dh_{t-1} for the running rows: the recurrent product, added to the direct part where the cell wrote one.
     // The other rows keep the gradient they already hold.
-    const scalar_t beta = Cell::spec.direct_hidden_path ? 1 : 0;
-    gemm_row_major<scalar_t>(false, rows, P, GH, dgh_t, ld_gates, w_hh, P, beta, carry_h, P);
+    step_gemm<scalar_t>(w_hh, rows, dgh_t, ld_gates, Cell::spec.direct_hidden_path, carry_h, P);
   }
 }
 
@@ -253,16 +291,21 @@ void forward_recurrence_cpu(GatedForwardBuffers& buf, const GatedSizes& s, const
     at::Tensor m = buf.weight_hr.defined() ? at::empty({s.D, s.B, s.H}, buf.output.options())  // (D, B, H)
                                            : at::Tensor();
     // The per-step products read the weights transposed, h @ (W^T stored contiguous), which BLAS runs up to
-    // twice as fast as h @ W^T from W's own layout at the small row counts of one step (measured on MKL).
+    // twice as fast as h @ W^T from W's own layout at the small row counts of one step (measured on MKL), and
+    // which the register tiles read packed.
+    const bool tiles = use_fused_step(s.H, 0);
+    at::Tensor packed_hh, packed_hr;  // (D, packed size) when tiles
     const at::Tensor w_hh_t = buf.weight_hh.transpose(1, 2).contiguous();  // (D, P, G*H)
+    const auto w_hh = step_weights<scalar_t>(w_hh_t, tiles, packed_hh);
     const at::Tensor w_hr_t = buf.weight_hr.defined() ? buf.weight_hr.transpose(1, 2).contiguous()  // (D, H, P)
                                                       : at::Tensor();
-    const scalar_t* w_hr_t_data = w_hr_t.defined() ? w_hr_t.const_data_ptr<scalar_t>() : nullptr;
+    std::vector<StepWeights<scalar_t>> w_hr;
+    if (w_hr_t.defined()) w_hr = step_weights<scalar_t>(w_hr_t, tiles, packed_hr);
     const int64_t block_steps = projection_block_steps(s, sizeof(scalar_t));
     at::Tensor gates_block = at::empty({s.D, block_steps * s.B, s.G * s.H}, buf.output.options());  // (D, ., G*H)
     for_each_direction(s.D, [&](int64_t d) {
       scalar_t* m_d = m.defined() ? m.data_ptr<scalar_t>() + d * s.B * s.H : nullptr;
-      forward_direction<Cell, scalar_t>(buf, w_hh_t.const_data_ptr<scalar_t>(), w_hr_t_data,
+      forward_direction<Cell, scalar_t>(buf, w_hh[d], w_hr.empty() ? nullptr : &w_hr[d],
                                         gates_h.data_ptr<scalar_t>() + d * s.B * s.G * s.H, m_d,
                                         gates_block.data_ptr<scalar_t>() + d * block_steps * s.B * s.G * s.H,
                                         block_steps, s, d, batch_sizes);
@@ -275,9 +318,18 @@ void backward_recurrence_cpu(GatedBackwardBuffers& buf, const GatedSizes& s, con
   AT_DISPATCH_FLOATING_TYPES(buf.grad_h_seq.scalar_type(), "gated_backward_cpu", [&] {
     at::Tensor grad_m = buf.weight_hr.defined() ? at::empty({s.D, s.B, s.H}, buf.grad_h_seq.options())  // (D, B, H)
                                                 : at::Tensor();
+    // dL/dh_{t-1} = dL/dgates W_hh and dL/dm = dL/dh W_hr: the weights as stored, or packed for the tiles.
+    const bool tiles = use_fused_step(s.H, 0);
+    at::Tensor packed_hh, packed_hr;  // (D, packed size) when tiles
+    const at::Tensor weight_hh = buf.weight_hh.contiguous();  // (D, G*H, P)
+    const auto w_hh = step_weights<scalar_t>(weight_hh, tiles, packed_hh);
+    std::vector<StepWeights<scalar_t>> w_hr;
+    const at::Tensor weight_hr = buf.weight_hr.defined() ? buf.weight_hr.contiguous() : at::Tensor();  // (D, P, H)
+    if (weight_hr.defined()) w_hr = step_weights<scalar_t>(weight_hr, tiles, packed_hr);
     for_each_direction(s.D, [&](int64_t d) {
       scalar_t* grad_m_d = grad_m.defined() ? grad_m.data_ptr<scalar_t>() + d * s.B * s.H : nullptr;
-      backward_direction<Cell, scalar_t>(buf, grad_m_d, s, d, batch_sizes);
+      backward_direction<Cell, scalar_t>(buf, w_hh[d], w_hr.empty() ? nullptr : &w_hr[d], grad_m_d, s, d,
+                                         batch_sizes);
     });
   });
 }

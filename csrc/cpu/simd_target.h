@@ -49,5 +49,14 @@ inline bool cpu_has_avx2() {
 }
 #endif
 
+// Whether the CPU is Intel's: MKL, the BLAS of PyTorch's x86-64 wheels, runs its tuned code paths only there.
+inline bool cpu_is_intel() {
+#if defined(__GNUC__) && defined(__x86_64__)
+  return __builtin_cpu_is("intel");
+#else
+  return true;  // no measurements elsewhere: keep the choices measured on Intel
+#endif
+}
+
 }  // namespace cpu
 }  // namespace rnnfast

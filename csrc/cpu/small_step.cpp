@@ -1,8 +1,12 @@
 // The small-hidden-size step kernels of small_step.h, compiled per instruction set and dispatched at run time.
 #include "small_step.h"
 
+#include <c10/util/Exception.h>
+
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <string>
 #include <type_traits>
 
 #include "simd_target.h"
@@ -39,18 +43,44 @@ __attribute__((always_inline)) inline void accumulate_tile(scalar_t (&acc)[kRows
 template <int64_t n>
 using Constant = std::integral_constant<int64_t, n>;
 
-// acc = in (rows x H) @ m (H x H)[:, j0 : j0 + width] for one tile, unrolled when the tile is full.
+// acc += in (rows x K) @ m[0:K, 0:width] for one tile, m row-major at stride ld_m; unrolled when the tile is full.
 template <bool use_fma, typename scalar_t>
 __attribute__((always_inline)) inline void product_tile(scalar_t (&acc)[kRows][kColumns<scalar_t>], int64_t rows,
                                                         int64_t width, const scalar_t* in, int64_t ld_in,
-                                                        const scalar_t* m, int64_t H) {
+                                                        const scalar_t* m, int64_t ld_m, int64_t K) {
   constexpr int64_t columns = kColumns<scalar_t>;
   if (rows == kRows && width == columns) {
-    accumulate_tile<use_fma>(acc, Constant<kRows>{}, Constant<columns>{}, in, ld_in, m, H, H);
+    accumulate_tile<use_fma>(acc, Constant<kRows>{}, Constant<columns>{}, in, ld_in, m, ld_m, K);
   } else if (rows == 1 && width == columns) {
-    accumulate_tile<use_fma>(acc, Constant<1>{}, Constant<columns>{}, in, ld_in, m, H, H);
+    accumulate_tile<use_fma>(acc, Constant<1>{}, Constant<columns>{}, in, ld_in, m, ld_m, K);
   } else {
-    accumulate_tile<use_fma>(acc, rows, width, in, ld_in, m, H, H);
+    accumulate_tile<use_fma>(acc, rows, width, in, ld_in, m, ld_m, K);
+  }
+}
+
+// The Elman steps below walk the output by column blocks, and the row tiles within each: a block of the weights
+// (K x kColumns, 256 KB at K = 1024) is read from memory once per step and from cache for the other row tiles.
+// Row tiles outside would stream all the weights once per tile.
+
+// step_product on packed weights (small_step.h): each column block's panel is (K, columns) contiguous, padded
+// to the full width, so every tile takes the unrolled path on the columns and only the copy out is cut short.
+template <bool use_fma, typename scalar_t>
+__attribute__((always_inline)) inline void product_body(scalar_t* C, int64_t ldc, const scalar_t* A, int64_t lda,
+                                                        const scalar_t* packed, int64_t rows, int64_t K, int64_t N,
+                                                        bool accumulate) {
+  constexpr int64_t columns = kColumns<scalar_t>;
+  for (int64_t j0 = 0; j0 < N; j0 += columns) {
+    const int64_t width = std::min(columns, N - j0);
+    const scalar_t* panel = packed + j0 * K;  // (K, columns)
+    for (int64_t b0 = 0; b0 < rows; b0 += kRows) {
+      const int64_t tile_rows = std::min(kRows, rows - b0);
+      scalar_t acc[kRows][columns] = {};  // (kRows, columns): this tile of C
+      if (accumulate) {
+        for (int64_t r = 0; r < tile_rows; ++r) std::copy_n(C + (b0 + r) * ldc + j0, width, acc[r]);
+      }
+      product_tile<use_fma>(acc, tile_rows, columns, A + b0 * lda, lda, panel, columns, K);
+      for (int64_t r = 0; r < tile_rows; ++r) std::copy_n(acc[r], width, C + (b0 + r) * ldc + j0);
+    }
   }
 }
 
@@ -58,13 +88,13 @@ template <bool use_fma, typename scalar_t, Activation A>
 __attribute__((always_inline)) inline void forward_body(scalar_t* z, int64_t ld_z, const scalar_t* h_prev,
                                                         int64_t ld_h, const scalar_t* w_t, int64_t H, int64_t rows) {
   constexpr int64_t columns = kColumns<scalar_t>;
-  for (int64_t b0 = 0; b0 < rows; b0 += kRows) {
-    const int64_t tile_rows = std::min(kRows, rows - b0);
-    for (int64_t j0 = 0; j0 < H; j0 += columns) {
-      const int64_t width = std::min(columns, H - j0);
+  for (int64_t j0 = 0; j0 < H; j0 += columns) {
+    const int64_t width = std::min(columns, H - j0);
+    for (int64_t b0 = 0; b0 < rows; b0 += kRows) {
+      const int64_t tile_rows = std::min(kRows, rows - b0);
       scalar_t acc[kRows][columns];  // (kRows, columns): pre-activations of this tile
       for (int64_t r = 0; r < tile_rows; ++r) std::copy_n(z + (b0 + r) * ld_z + j0, width, acc[r]);
-      product_tile<use_fma>(acc, tile_rows, width, h_prev + b0 * ld_h, ld_h, w_t + j0, H);
+      product_tile<use_fma>(acc, tile_rows, width, h_prev + b0 * ld_h, ld_h, w_t + j0, H, H);
       for (int64_t r = 0; r < tile_rows; ++r) {
         scalar_t* zr = z + (b0 + r) * ld_z + j0;
         for (int64_t i = 0; i < width; ++i) zr[i] = ActivationFn<A>::forward(acc[r][i]);
@@ -98,12 +128,12 @@ __attribute__((always_inline)) inline void backward_body(scalar_t* grad_z, const
                                                          int64_t rows) {
   constexpr int64_t columns = kColumns<scalar_t>;
   activation_backward_body<scalar_t, A>(grad_z, h, ld, grad_h, H, rows);
-  for (int64_t b0 = 0; b0 < rows; b0 += kRows) {
-    const int64_t tile_rows = std::min(kRows, rows - b0);
-    for (int64_t k0 = 0; k0 < H; k0 += columns) {
-      const int64_t width = std::min(columns, H - k0);
+  for (int64_t k0 = 0; k0 < H; k0 += columns) {
+    const int64_t width = std::min(columns, H - k0);
+    for (int64_t b0 = 0; b0 < rows; b0 += kRows) {
+      const int64_t tile_rows = std::min(kRows, rows - b0);
       scalar_t acc[kRows][columns] = {};  // (kRows, columns): dL/dh_{t-1} of this tile
-      product_tile<use_fma>(acc, tile_rows, width, grad_z + b0 * ld, ld, w + k0, H);
+      product_tile<use_fma>(acc, tile_rows, width, grad_z + b0 * ld, ld, w + k0, H, H);
       for (int64_t r = 0; r < tile_rows; ++r) std::copy_n(acc[r], width, grad_h + (b0 + r) * H + k0);
     }
   }
@@ -120,6 +150,12 @@ __attribute__((always_inline)) inline void backward_body(scalar_t* grad_z, const
   TARGET_ATTRIBUTE void backward_##SUFFIX(scalar_t* grad_z, const scalar_t* h, int64_t ld, scalar_t* grad_h,      \
                                           const scalar_t* w, int64_t H, int64_t rows) {                           \
     backward_body<USE_FMA, scalar_t, A>(grad_z, h, ld, grad_h, w, H, rows);                                       \
+  }                                                                                                               \
+  template <typename scalar_t>                                                                                    \
+  TARGET_ATTRIBUTE void product_##SUFFIX(scalar_t* C, int64_t ldc, const scalar_t* A, int64_t lda,                \
+                                         const scalar_t* packed, int64_t rows, int64_t K, int64_t N,              \
+                                         bool accumulate) {                                                       \
+    product_body<USE_FMA>(C, ldc, A, lda, packed, rows, K, N, accumulate);                                        \
   }                                                                                                               \
   template <typename scalar_t, Activation A>                                                                      \
   TARGET_ATTRIBUTE void activate_##SUFFIX(scalar_t* z, int64_t ld, int64_t H, int64_t rows) {                     \
@@ -139,6 +175,14 @@ RNNFAST_SMALL_STEP_KERNELS(baseline, , false)
 #undef RNNFAST_SMALL_STEP_KERNELS
 
 }  // namespace
+
+bool use_fused_step(int64_t H, int64_t intel_max_hidden) {
+  const char* env = std::getenv("RNNFAST_CPU_STEP");
+  const std::string choice = env ? env : "auto";
+  TORCH_CHECK(choice == "auto" || choice == "fused" || choice == "blas",
+              "rnnfast: RNNFAST_CPU_STEP must be auto, fused or blas, got '", choice, "'");
+  return choice == "fused" || (choice == "auto" && (H <= intel_max_hidden || !cpu_is_intel()));
+}
 
 // Returns KERNEL's variant for the widest instruction set the CPU runs, called on the arguments.
 #if RNNFAST_HAVE_AVX512_VARIANT
@@ -175,6 +219,43 @@ void activation_backward_rows(scalar_t* grad_z, const scalar_t* h, int64_t ld, c
   RNNFAST_CALL_WIDEST(activation_backward, grad_z, h, ld, grad_h, H, rows);
 }
 #undef RNNFAST_CALL_WIDEST
+
+template <typename scalar_t>
+int64_t packed_size(int64_t K, int64_t N) {
+  constexpr int64_t columns = kColumns<scalar_t>;
+  return K * ((N + columns - 1) / columns * columns);
+}
+
+template <typename scalar_t>
+void pack_weights(scalar_t* dst, const scalar_t* M, int64_t ldm, int64_t K, int64_t N) {
+  constexpr int64_t columns = kColumns<scalar_t>;
+  for (int64_t j0 = 0; j0 < N; j0 += columns) {
+    const int64_t width = std::min(columns, N - j0);
+    scalar_t* panel = dst + j0 * K;  // (K, columns)
+    for (int64_t k = 0; k < K; ++k) {
+      std::copy_n(M + k * ldm + j0, width, panel + k * columns);
+      std::fill(panel + k * columns + width, panel + (k + 1) * columns, scalar_t(0));
+    }
+  }
+}
+
+template <typename scalar_t>
+void step_product(scalar_t* C, int64_t ldc, const scalar_t* A, int64_t lda, const scalar_t* packed, int64_t rows,
+                  int64_t K, int64_t N, bool accumulate) {
+#if RNNFAST_HAVE_AVX512_VARIANT
+  if (cpu_has_avx512()) return product_avx512<scalar_t>(C, ldc, A, lda, packed, rows, K, N, accumulate);
+  if (cpu_has_avx2()) return product_avx2<scalar_t>(C, ldc, A, lda, packed, rows, K, N, accumulate);
+#endif
+  return product_baseline<scalar_t>(C, ldc, A, lda, packed, rows, K, N, accumulate);
+}
+
+#define RNNFAST_INSTANTIATE_PRODUCT(T)                                                                        \
+  template int64_t packed_size<T>(int64_t, int64_t);                                                        \
+  template void pack_weights<T>(T*, const T*, int64_t, int64_t, int64_t);                                   \
+  template void step_product<T>(T*, int64_t, const T*, int64_t, const T*, int64_t, int64_t, int64_t, bool);
+RNNFAST_INSTANTIATE_PRODUCT(float)
+RNNFAST_INSTANTIATE_PRODUCT(double)
+#undef RNNFAST_INSTANTIATE_PRODUCT
 
 #define RNNFAST_INSTANTIATE(T, ACT)                                                                          \
   template void forward_step_small<T, ACT>(T*, int64_t, const T*, int64_t, const T*, int64_t, int64_t);    \

@@ -14,8 +14,16 @@
 namespace rnnfast {
 namespace cpu {
 
-// Hidden sizes up to this use these kernels; larger ones the BLAS product (measured: BENCHMARKS.md).
+// Hidden sizes up to this use these kernels on Intel CPUs; larger ones the BLAS product (measured: BENCHMARKS.md).
 constexpr int64_t kSmallStepMaxHidden = 256;
+
+// Whether a loop over time runs its per-step products in the register-tiled kernels here (true) or in the BLAS
+// that PyTorch links (false), for a layer of hidden size H. RNNFAST_CPU_STEP=fused or blas forces one, for tests
+// and benchmarks; auto (the default) decides from measurements. On Intel CPUs MKL's product wins past
+// intel_max_hidden (kSmallStepMaxHidden for the Elman step; the gated cells pass 0, never measured faster there).
+// On other CPUs MKL runs a generic code path, and these kernels measured faster at every size, batch 1 to 64,
+// hidden 64 to 1024 (an AMD EPYC with AVX-512: BENCHMARKS.md).
+bool use_fused_step(int64_t H, int64_t intel_max_hidden);
 
 // z[b] = act(z[b] + h_prev[b] @ w_hh_t) for rows b < rows. z: rows of H at stride ld_z, holding x_t W_ih^T + b
 // on entry; h_prev: rows of H at stride ld_h; w_hh_t: W_hh transposed, (H, H) row-major (k-major), so each
@@ -30,6 +38,22 @@ void forward_step_small(scalar_t* z, int64_t ld_z, const scalar_t* h_prev, int64
 template <typename scalar_t, Activation A>
 void backward_step_small(scalar_t* grad_z, const scalar_t* h, int64_t ld, scalar_t* grad_h, const scalar_t* w_hh,
                          int64_t H, int64_t rows);
+
+// The per-step product of the gated cells' loops, in the register tiles of the kernels above, on weights packed
+// once per call: a (K, N) matrix becomes its column blocks of one tile's width, each a contiguous (K, width)
+// panel, the last padded with zeros. The step then reads the weights in memory order; read in place, a block's
+// rows lie N values apart (at N = 4096, one page each), which defeats the prefetcher and the TLB.
+// Values in the packed form of a (K, N) matrix.
+template <typename scalar_t>
+int64_t packed_size(int64_t K, int64_t N);
+// dst (packed_size(K, N) values) = the packed form of M, (K, N) row-major at stride ldm.
+template <typename scalar_t>
+void pack_weights(scalar_t* dst, const scalar_t* M, int64_t ldm, int64_t K, int64_t N);
+// C[r] = A[r] @ M for rows r < rows, added onto C[r] when accumulate. A: rows of K at stride lda; packed: M as
+// pack_weights left it; C: rows of N at stride ldc.
+template <typename scalar_t>
+void step_product(scalar_t* C, int64_t ldc, const scalar_t* A, int64_t lda, const scalar_t* packed, int64_t rows,
+                  int64_t K, int64_t N, bool accumulate);
 
 // The activation passes of the BLAS path (hidden sizes above kSmallStepMaxHidden), compiled per instruction set
 // like the kernels above: the extension's own baseline build would run them 4 lanes wide, which at batch 16,
