@@ -83,6 +83,17 @@ def test_the_time_budget_caps_the_repetitions_but_not_below_the_minimum():
     assert len(time_interleaved({"a": workload(clock, [1.0])}, config, clock=clock)["a"].samples) == 4
 
 
+def test_a_callable_already_called_for_a_sample_or_longer_gets_no_warm_up():
+    clock, log = FakeClock(), []
+    fns = {"slow": workload(clock, [0.5], log, "slow"), "fast": workload(clock, [0.001], log, "fast")}
+    config = TimingConfig(warmup=2, repeats=3, min_repeats=3, min_sample_s=0.01, budget_s=1e9)
+    # The caller's own first calls took 0.5 s and 0.001 s: only the slow one is spared its warm-up.
+    timings = time_interleaved(fns, config, clock=clock, called_s={"slow": 0.5, "fast": 0.001})
+    assert log.count("slow") == 3 and timings["slow"].calls == 1  # the three samples, nothing before them
+    assert log.count("fast") == 2 + 3 * 10  # two warm-up calls, then three samples of ten calls
+    assert timings["slow"].median == 0.5 and timings["fast"].median == pytest.approx(0.001)
+
+
 def test_queued_device_work_is_counted_through_synchronize():
     clock, queued = FakeClock(), [0.0]
 

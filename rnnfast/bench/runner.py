@@ -53,7 +53,7 @@ def measure_shape(
 def _prepare_cell(analysis, shape, cell, impls, limits, device, dtype, synchronize):
     """Sets up the implementations of one cell on that cell's problem. Returns the records of those skipped or
     failed, the workloads of the others (name -> (workload, setup seconds, results, or None for another
-    recurrence's)) and the baseline's results."""
+    recurrence's, and per mode the seconds of its first call)) and the baseline's results."""
     problem = make_problem(shape, device, dtype, cell=cell)
     base = {"analysis": analysis, "shape": shape.as_dict(), "cell": cell}
     (baseline,) = registered([baseline_name(cell)])
@@ -67,9 +67,15 @@ def _prepare_cell(analysis, shape, cell, impls, limits, device, dtype, synchroni
             records += [dict(base, implementation=impl.name, mode=m, status="skipped", reason=reason) for m in MODES]
             continue
         start = time.perf_counter()
+        results, called_s = {}, {}  # per mode: the first call's results and seconds
         try:
             workload = impl.build(problem)
-            results = {"forward": workload.forward(), "forward_backward": workload.forward_backward()}
+            for mode in MODES:
+                synchronize()
+                call_start = time.perf_counter()
+                results[mode] = getattr(workload, mode)()
+                synchronize()
+                called_s[mode] = time.perf_counter() - call_start
         except Exception as error:  # an implementation that cannot run here (dtype, device) is reported, not fatal
             message = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
             records += [dict(base, implementation=impl.name, mode=m, status="failed", reason=message) for m in MODES]
@@ -78,7 +84,7 @@ def _prepare_cell(analysis, shape, cell, impls, limits, device, dtype, synchroni
         setup_s = time.perf_counter() - start
         if impl is baseline:
             expected = results
-        workloads[impl.name] = (workload, setup_s, results if impl.same_function else None)
+        workloads[impl.name] = (workload, setup_s, results if impl.same_function else None, called_s)
     if expected is None:  # the baseline is not among those timed
         reference = baseline.build(problem)
         expected = {"forward": reference.forward(), "forward_backward": reference.forward_backward()}
@@ -90,10 +96,11 @@ def _time_cell(analysis, shape, cell, mode, workloads, expected, timing, dtype, 
     if not workloads:
         return []
     tolerance = TOLERANCE.get(dtype, LOW_PRECISION_TOLERANCE)
-    timings = time_interleaved({name: getattr(w, mode) for name, (w, _, _) in workloads.items()}, timing,
-                               synchronize=synchronize)  # fmt: skip
+    timings = time_interleaved({name: getattr(w, mode) for name, (w, *_) in workloads.items()}, timing,
+                               synchronize=synchronize,
+                               called_s={name: called[mode] for name, (*_, called) in workloads.items()})
     records = []
-    for name, (workload, setup_s, results) in workloads.items():
+    for name, (workload, setup_s, results, _) in workloads.items():
         # None where the implementation computes another function (results None): nothing to agree with.
         difference = None if results is None else relative_difference(results[mode], expected[mode])
         records.append(dict(analysis=analysis, shape=shape.as_dict(), cell=cell, implementation=name, mode=mode,
