@@ -1,5 +1,6 @@
 // The floor a CPU loop over time is measured against: T bare per-step products (B x H) @ (N x H)^T through the
-// same BLAS routine the loops call, with nothing else in the loop (no activation, no bias, no bookkeeping). The
+// BLAS routine the loops call where they do not use their own register tiles (small_step.h), with nothing else
+// in the loop (no activation, no bias, no bookkeeping). The
 // Elman loop's product is N = H; a gated cell's forward product has N = G*H, and its backward product
 // dL/dz (B x G*H) @ W_hh is this one with the weight W_hh^T.
 // The weight is transposed once before the loop, as the loops do: BLAS runs h @ (W^T stored contiguous)

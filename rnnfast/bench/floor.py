@@ -1,5 +1,5 @@
 """How far each shape's loop over time is from the hardware's limit: the loop's time per step against the time of
-a bare per-step product, (B x H) @ (H x H), in a tight C++ loop with the same BLAS (rnnfast::recurrence_floor),
+a bare per-step product, (B x H) @ (H x H), in a tight C++ loop with PyTorch's BLAS (rnnfast::recurrence_floor),
 measured in the same interleaved run as the loops (split.py). A step cannot cost less than its product; the
 forward's extra is the activation and the accumulation onto the input projection, the backward's the
 derivative pass and its bookkeeping. CPU only: the op that times the floor has no CUDA kernel."""
@@ -32,8 +32,9 @@ def floor_section(splits: List[Dict]) -> Section:
         rows,
         [
             "floor: one (B x H) @ (H x H) product per step through the BLAS routine (sgemm_/dgemm_), T of them "
-            "in a tight C++ loop, nothing else. fwd loop, bwd loop: per step, as in the split table. At small "
-            "sizes the fused step kernel can beat the floor: it makes no BLAS call at all.",
+            "in a tight C++ loop, nothing else. fwd loop, bwd loop: per step, as in the split table. The loops' "
+            "register-tiled step can beat the floor: at small sizes it makes no BLAS call at all, and on CPUs where "
+            "MKL runs its generic code path (not Intel's) it is the faster product at every size.",
         ],
     )
 
@@ -94,8 +95,8 @@ def headroom_section(splits: List[Dict], records: List[Dict]) -> Section:
             "bound: the whole-sequence products (the split table's, timed on their own) plus T bare per-step "
             "products (the floor) for inference, 2T for training. torch.nn / bound is the speed-up over "
             "torch.nn.RNN that a kernel spending only that time would show: the most this design can reach here "
-            "short of faster products. Not a strict bound: below H = 256 the fused step kernel beats the BLAS "
-            "floor, and at B = 1 the floor is mostly BLAS call overhead. Module overhead (Python, autograd) is "
-            "not in it.",
+            "short of faster products. Not a strict bound: the register-tiled step can beat the BLAS floor (see "
+            "the floor table), and at B = 1 the floor is mostly BLAS call overhead. Module overhead (Python, "
+            "autograd) is not in it.",
         ],
     )

@@ -75,8 +75,10 @@ def gated_headroom_section(bounds: List[Dict], records: List[Dict]) -> Section:
         [
             "bound: for inference the input projection plus T bare (B x H) @ (H x G*H) products (G = 4 gates for "
             "the LSTM, 3 for the GRU); for training also dL/dx, dL/dW_ih, dL/dW_hh, the bias sum and T bare "
-            "(B x G*H) @ (G*H x H) products, each timed on its own in this run with the BLAS the loops use. "
-            "torch.nn / bound is the most any kernel doing these products could gain over torch.nn's layer "
-            "(oneDNN on the CPU); the gates' pointwise work is not in the bound.",
+            "(B x G*H) @ (G*H x H) products, each timed on its own in this run with the BLAS that PyTorch links. "
+            "torch.nn / bound is the most a kernel doing these products with that BLAS could gain over torch.nn's "
+            "layer (oneDNN on the CPU); the gates' pointwise work is not in the bound. On CPUs where MKL runs its "
+            "generic code path (not Intel's) rnnfast's loops use their own register-tiled products instead, and "
+            "both they and oneDNN can beat the bound.",
         ],
     )
