@@ -210,9 +210,10 @@ void forward_direction(GatedForwardBuffers& buf, const StepWeights<scalar_t>& w_
                        const StepWeights<scalar_t>* w_hr, scalar_t* gates_h, scalar_t* m, scalar_t* gates_block,
                        int64_t block_steps, const GatedSizes& s, int64_t d, const int64_t* batch_sizes) {
   // w_hh: this direction's W_hh^T (P, G*H) and w_hr its W_hr^T (H, P) as the step products read them (see
-  // forward_recurrence_cpu), w_hr nullptr without a projection; gates_h: (B, G*H) scratch for h_{t-1} W_hh^T; m: (B, H) scratch for the cell
-  // output before the projection, or nullptr without one (the cell then writes h directly); gates_block:
-  // (block_steps * B, G*H) scratch for gates_x of the block of steps holding the current one.
+  // forward_recurrence_cpu), w_hr nullptr without a projection; gates_h: (B, G*H) scratch for h_{t-1} W_hh^T;
+  // m: (B, H) scratch for the cell output before the projection, or nullptr without one (the cell then writes h
+  // directly); gates_block: (block_steps * B, G*H) scratch for gates_x of the block of steps holding the current
+  // one.
   const int64_t B = s.B, H = s.H, P = s.P, GH = s.G * s.H, WH = s.W * s.H;
   const int64_t ld_out = s.D * P, ld_ws = s.D * WH, ws_step = workspace_step_stride(buf, s);
   scalar_t* out = buf.output.data_ptr<scalar_t>() + d * P;                // same layout, stride ld_out
