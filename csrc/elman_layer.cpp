@@ -40,14 +40,17 @@ std::tuple<at::Tensor, at::Tensor> elman_layer_forward_with(ForwardRecurrence re
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> elman_layer_backward_with(
     BackwardRecurrence recurrence, const at::Tensor& grad_output, const at::Tensor& grad_h_n,
     const at::Tensor& input, const at::Tensor& hx, const at::Tensor& weight_ih, const at::Tensor& weight_hh,
-    const at::Tensor& output, const c10::optional<at::Tensor>& batch_sizes, bool relu) {
+    const at::Tensor& output, const c10::optional<at::Tensor>& batch_sizes, bool relu, TemporaryBuffer temporary) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   const ElmanSizes s =
       check_elman_backward_args(grad_output, grad_h_n, input, hx, weight_ih, weight_hh, output, batch_sizes);
   at::Tensor bs_holder;
   const int64_t* bs = host_batch_sizes(batch_sizes, bs_holder);
 
-  at::Tensor grad_z = grad_output.clone(at::MemoryFormat::Contiguous);  // (T, B, D*H), becomes dL/dz
+  // (T, B, D*H): dL/dh_t from the output, becomes dL/dz
+  at::Tensor grad_z = temporary ? temporary(grad_output.sizes(), grad_output.options())
+                                : at::empty(grad_output.sizes(), grad_output.options());
+  grad_z.copy_(grad_output);
   at::Tensor grad_hx = grad_h_n.clone(at::MemoryFormat::Contiguous);    // (D, B, H), becomes dL/dh_0
   const at::Tensor out = output.contiguous();
   if (s.T > 0) recurrence(grad_z, grad_hx, out, weight_hh.contiguous(), s, bs, relu);

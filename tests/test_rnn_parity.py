@@ -151,3 +151,14 @@ def test_parametrized_and_reassigned_weights_are_honoured_like_torch_nn(name):
     got = torch.func.functional_call(fast, substitute, (x,))
     torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
     assert not torch.allclose(got[0], fast(x)[0])
+
+
+def test_backward_is_exact_when_its_kept_buffer_is_reused_across_sizes_and_dtypes():
+    # The CPU backward keeps its dL/dz buffer per thread between calls (csrc/cpu/reused_buffer.h): a large call,
+    # then smaller ones of other dtypes and a stacked layer (two backward calls per step), then the large one
+    # again, each against torch.nn.RNN.
+    cases = [(torch.float64, 40, 8, 16, 1), (torch.float32, 5, 3, 7, 1), (torch.float64, 6, 2, 5, 2),
+             (torch.float32, 9, 4, 33, 2), (torch.float64, 40, 8, 16, 1)]  # fmt: skip
+    for dtype, T, B, H, layers in cases:
+        reference, fast = twin_rnns(dtype, input_size=3, hidden_size=H, num_layers=layers)
+        assert_twins_agree(reference, fast, torch.randn(T, B, 3, dtype=dtype))

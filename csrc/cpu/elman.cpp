@@ -11,6 +11,7 @@
 #include "../elman_layer.h"
 #include "blas.h"
 #include "directions.h"
+#include "reused_buffer.h"
 #include "small_step.h"
 #include "widened.h"
 
@@ -180,7 +181,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> elman_lay
     const at::Tensor& weight_ih, const at::Tensor& weight_hh, const at::Tensor& output,
     const c10::optional<at::Tensor>& batch_sizes, bool relu) {
   return elman_layer_backward_with(backward_recurrence_cpu, grad_output, grad_h_n, input, hx, weight_ih, weight_hh,
-                                   output, batch_sizes, relu);
+                                   output, batch_sizes, relu, reused_buffer);
 }
 
 }  // namespace
