@@ -165,6 +165,22 @@ std::vector<StepWeights<scalar_t>> step_weights(const at::Tensor& weights, bool 
   return per_direction;
 }
 
+// One call's per-step weights for every direction, W_hh's and with a projection W_hr's, as the products read them
+// (use_fused_step decides once per call for the layer of hidden size H): w_hh (D, K, N) and w_hr (D, ., .) or
+// undefined, contiguous, and alive as long as these are used.
+template <typename scalar_t>
+struct LoopWeights {
+  at::Tensor packed_hh, packed_hr;            // (D, packed size) when the tiles run, else undefined
+  std::vector<StepWeights<scalar_t>> hh, hr;  // per direction; hr empty without a projection
+
+  LoopWeights(const at::Tensor& w_hh, const at::Tensor& w_hr, int64_t H) {
+    const bool tiles = use_fused_step(H, 0);
+    hh = step_weights<scalar_t>(w_hh, tiles, packed_hh);
+    if (w_hr.defined()) hr = step_weights<scalar_t>(w_hr, tiles, packed_hr);
+  }
+  const StepWeights<scalar_t>* hr_of(int64_t d) const { return hr.empty() ? nullptr : &hr[d]; }
+};
+
 // C (rows x N) = A (rows x K) @ M, added onto C when accumulate; A and C row-major at strides lda and ldc.
 template <typename scalar_t>
 void step_gemm(const StepWeights<scalar_t>& M, int64_t rows, const scalar_t* A, int64_t lda, bool accumulate,
@@ -294,19 +310,15 @@ void forward_recurrence_cpu(GatedForwardBuffers& buf, const GatedSizes& s, const
     // The per-step products read the weights transposed, h @ (W^T stored contiguous), which BLAS runs up to
     // twice as fast as h @ W^T from W's own layout at the small row counts of one step (measured on MKL), and
     // which the register tiles read packed.
-    const bool tiles = use_fused_step(s.H, 0);
-    at::Tensor packed_hh, packed_hr;  // (D, packed size) when tiles
     const at::Tensor w_hh_t = buf.weight_hh.transpose(1, 2).contiguous();  // (D, P, G*H)
-    const auto w_hh = step_weights<scalar_t>(w_hh_t, tiles, packed_hh);
     const at::Tensor w_hr_t = buf.weight_hr.defined() ? buf.weight_hr.transpose(1, 2).contiguous()  // (D, H, P)
                                                       : at::Tensor();
-    std::vector<StepWeights<scalar_t>> w_hr;
-    if (w_hr_t.defined()) w_hr = step_weights<scalar_t>(w_hr_t, tiles, packed_hr);
+    const LoopWeights<scalar_t> w(w_hh_t, w_hr_t, s.H);
     const int64_t block_steps = projection_block_steps(s, sizeof(scalar_t));
     at::Tensor gates_block = at::empty({s.D, block_steps * s.B, s.G * s.H}, buf.output.options());  // (D, ., G*H)
     for_each_direction(s.D, [&](int64_t d) {
       scalar_t* m_d = m.defined() ? m.data_ptr<scalar_t>() + d * s.B * s.H : nullptr;
-      forward_direction<Cell, scalar_t>(buf, w_hh[d], w_hr.empty() ? nullptr : &w_hr[d],
+      forward_direction<Cell, scalar_t>(buf, w.hh[d], w.hr_of(d),
                                         gates_h.data_ptr<scalar_t>() + d * s.B * s.G * s.H, m_d,
                                         gates_block.data_ptr<scalar_t>() + d * block_steps * s.B * s.G * s.H,
                                         block_steps, s, d, batch_sizes);
@@ -320,17 +332,12 @@ void backward_recurrence_cpu(GatedBackwardBuffers& buf, const GatedSizes& s, con
     at::Tensor grad_m = buf.weight_hr.defined() ? at::empty({s.D, s.B, s.H}, buf.grad_h_seq.options())  // (D, B, H)
                                                 : at::Tensor();
     // dL/dh_{t-1} = dL/dgates W_hh and dL/dm = dL/dh W_hr: the weights as stored, or packed for the tiles.
-    const bool tiles = use_fused_step(s.H, 0);
-    at::Tensor packed_hh, packed_hr;  // (D, packed size) when tiles
     const at::Tensor weight_hh = buf.weight_hh.contiguous();  // (D, G*H, P)
-    const auto w_hh = step_weights<scalar_t>(weight_hh, tiles, packed_hh);
-    std::vector<StepWeights<scalar_t>> w_hr;
     const at::Tensor weight_hr = buf.weight_hr.defined() ? buf.weight_hr.contiguous() : at::Tensor();  // (D, P, H)
-    if (weight_hr.defined()) w_hr = step_weights<scalar_t>(weight_hr, tiles, packed_hr);
+    const LoopWeights<scalar_t> w(weight_hh, weight_hr, s.H);
     for_each_direction(s.D, [&](int64_t d) {
       scalar_t* grad_m_d = grad_m.defined() ? grad_m.data_ptr<scalar_t>() + d * s.B * s.H : nullptr;
-      backward_direction<Cell, scalar_t>(buf, w_hh[d], w_hr.empty() ? nullptr : &w_hr[d], grad_m_d, s, d,
-                                         batch_sizes);
+      backward_direction<Cell, scalar_t>(buf, w.hh[d], w.hr_of(d), grad_m_d, s, d, batch_sizes);
     });
   });
 }
