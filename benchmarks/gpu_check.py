@@ -21,8 +21,10 @@ GRIDS = {
     + [(b, h, t) for b in (64, 256) for h in (256, 1024) for t in (128, 512)]
     + [(256, 1024, 2048)],
     "tiny": [(2, 8, 16), (4, 16, 8)],
-    # The LSTM and GRU: small batches, where the target is to beat cuDNN, and large ones, where it is to match it.
-    "gated": [(1, 256, 512), (4, 512, 256), (16, 256, 512), (16, 1024, 256), (64, 1024, 128), (256, 1024, 256)],
+    # The LSTM and GRU: small batches, where the target is to beat cuDNN (and where the persistent kernels hold
+    # the layer), and large ones, where it is to match it.
+    "gated": [(1, 64, 512), (1, 256, 512), (4, 128, 512), (4, 512, 256), (16, 128, 512), (16, 256, 512),
+              (16, 1024, 256), (64, 1024, 128), (256, 1024, 256)],
 }
 
 
@@ -74,6 +76,14 @@ def with_path(path, fn):
     return run
 
 
+def uses_persistent(cell, x, weight_hh):
+    """Whether rnnfast's CUDA kernels take their persistent path for this one-layer input under the current
+    RNNFAST_CUDA_PATH."""
+    if cell == "RNN":
+        return torch.ops.rnnfast.elman_cuda_uses_persistent(x, weight_hh.unsqueeze(0), False)
+    return torch.ops.rnnfast.gated_cuda_uses_persistent(cell, x, weight_hh.unsqueeze(0), False)
+
+
 def implementations(B, H, T, device, dtype, cell="RNN"):
     """name -> (forward callable, forward+backward callable) at this shape, all with the same weights."""
     reference = getattr(torch.nn, cell)(H, H).to(device, dtype)
@@ -98,15 +108,13 @@ def implementations(B, H, T, device, dtype, cell="RNN"):
         return run
 
     impls = {"cudnn" if device == "cuda" else "torch.nn": (forward(reference), training(reference))}
-    # The LSTM and GRU have the general CUDA path only.
-    paths = (["general", "persistent", "auto"] if cell == "RNN" else ["general"]) if device == "cuda" else ["cpu"]
+    # For the LSTM and GRU, auto is the general path (the persistent one is opt-in until a GPU check verifies it).
+    paths = ["general", "persistent"] + (["auto"] if cell == "RNN" else [])
+    if device != "cuda":
+        paths = ["cpu"]
     for path in paths:
-        if path == "persistent":
-            os.environ["RNNFAST_CUDA_PATH"] = "persistent"
-            eligible = torch.ops.rnnfast.elman_cuda_uses_persistent(x, fast.weight_hh_l0.unsqueeze(0), False)
-            del os.environ["RNNFAST_CUDA_PATH"]
-            if not eligible:
-                continue
+        if path == "persistent" and not with_path(path, lambda: uses_persistent(cell, x, fast.weight_hh_l0))():
+            continue
         impls[f"rnnfast-{path}"] = (with_path(path, forward(fast)), with_path(path, training(fast)))
     return impls
 

@@ -32,7 +32,7 @@ tests_status=$(( cuda_status != 0 ? cuda_status : ops_status ))
 echo "gpu_check: tests exit $cuda_status (CUDA) $ops_status (ops) after $(( $(date +%s) - start )) s"
 timeout 150 $python benchmarks/gpu_check.py --out "$out" 2>&1 | tail -60
 for cell in LSTM GRU; do
-  timeout 45 $python benchmarks/gpu_check.py --cell $cell --grid gated --out "$out/${cell,,}" 2>&1 | tail -16
+  timeout 75 $python benchmarks/gpu_check.py --cell $cell --grid gated --out "$out/${cell,,}" 2>&1 | tail -16
 done
 timeout 45 $python benchmarks/scan_speed.py --device cuda > "$out/scan_speed.md" 2>&1
 echo "gpu_check: scan speed exit $? (scan_speed.md)"

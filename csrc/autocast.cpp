@@ -57,17 +57,19 @@ using T = const at::Tensor&;
 using ElmanForward = std::tuple<at::Tensor, at::Tensor>(T, T, T, T, OptionalTensor, OptionalTensor, bool);
 using LstmForward = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>(T, T, T, T, T, OptionalTensor,
                                                                                OptionalTensor, OptionalTensor, bool);
+using GruForward = std::tuple<at::Tensor, at::Tensor, at::Tensor>(T, T, T, T, OptionalTensor, OptionalTensor,
+                                                                  OptionalTensor, bool);
 
 constexpr char kElmanForward[] = "rnnfast::elman_layer_forward";
 constexpr char kLstmForward[] = "rnnfast::lstm_layer_forward";
+constexpr char kGruForward[] = "rnnfast::gru_layer_forward";
 
 }  // namespace
 }  // namespace rnnfast
 
 // As torch.nn does: on the CPU its RNN and LSTM run in the lower precision under autocast, its GRU in float32
 // (so the GRU op has no CPU rule and runs in its arguments' dtype). On CUDA torch.nn runs all three in float16
-// (cuDNN; layer_autocast_dtype); rnnfast's gated CUDA kernels have no 16-bit types yet, so there the LSTM and
-// GRU ops have no rule and run in float32 (docs/dropin.md).
+// (cuDNN; layer_autocast_dtype), and so do these ops (the gated ones on float32 copies, csrc/widened.h).
 TORCH_LIBRARY_IMPL(rnnfast, AutocastCPU, m) {
   using namespace rnnfast;
   m.impl("elman_layer_forward", &AutocastRule<c10::DeviceType::CPU, kElmanForward, ElmanForward>::call);
@@ -77,4 +79,6 @@ TORCH_LIBRARY_IMPL(rnnfast, AutocastCPU, m) {
 TORCH_LIBRARY_IMPL(rnnfast, AutocastCUDA, m) {
   using namespace rnnfast;
   m.impl("elman_layer_forward", &AutocastRule<c10::DeviceType::CUDA, kElmanForward, ElmanForward>::call);
+  m.impl("lstm_layer_forward", &AutocastRule<c10::DeviceType::CUDA, kLstmForward, LstmForward>::call);
+  m.impl("gru_layer_forward", &AutocastRule<c10::DeviceType::CUDA, kGruForward, GruForward>::call);
 }

@@ -63,6 +63,8 @@ TORCH_LIBRARY(rnnfast, m) {
   // Whether the CUDA kernels would take their persistent path for this input (T, B, I) and weight_hh (D, H, H)
   // under the current RNNFAST_CUDA_PATH; for tests and benchmarks.
   m.def("elman_cuda_uses_persistent(Tensor input, Tensor weight_hh, bool packed) -> bool");
+  // The same for a gated layer: cell "LSTM" or "GRU", input (T, B, I), weight_hh (D, G*H, P).
+  m.def("gated_cuda_uses_persistent(str cell, Tensor input, Tensor weight_hh, bool packed) -> bool");
   // The benchmark floor of a loop over time: `steps` bare products h0 (B, H) @ weight_hh (N, H)^T, one per step,
   // with the BLAS routine the CPU loops use and nothing else. Returns the products (steps, B, N).
   m.def("recurrence_floor(Tensor h0, Tensor weight_hh, int steps) -> Tensor");

@@ -1,5 +1,5 @@
-"""The CUDA general path of the LSTM and GRU kernels against torch.nn.LSTM / GRU on CUDA (cuDNN).
-Every test here is marked cuda and skips where no GPU is visible."""
+"""The CUDA LSTM and GRU kernels, on both paths (general; persistent under RNNFAST_CUDA_PATH=persistent), against
+torch.nn.LSTM / GRU on CUDA (cuDNN). Every test here is marked cuda and skips where no GPU is visible."""
 
 import pytest
 import torch
@@ -62,9 +62,25 @@ def test_packed_sequences_match_cudnn(kind):
     assert_twins_agree(reference, fast, packed, initial_state(name, extra, 4, len(lengths), 5))
 
 
+@pytest.fixture(params=["general", "persistent"])
+def cuda_path(request, monkeypatch):
+    monkeypatch.setenv("RNNFAST_CUDA_PATH", request.param)
+    return request.param
+
+
+def assert_takes_path(path, kind, x, weight_hh):
+    """Under RNNFAST_CUDA_PATH=persistent the persistent kernels run every float32 (or widened 16-bit) layer here
+    but the projected LSTM, which they do not cover."""
+    expected = path == "persistent" and kind != "LSTM-proj"
+    assert ops.gated_cuda_uses_persistent(KINDS[kind][0], x, weight_hh.unsqueeze(0), False) == expected
+
+
+# Sizes that take each persistent plan: all of W_hh in one block (H = 64; the GRU's also at H = 100), or a
+# direction split over blocks with a grid-wide barrier per step, evenly (H = 256: 32 blocks of 8 units) or not
+# (the LSTM at H = 100: 13 blocks, the last with 4 units).
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("B,H", [(4, 64), (32, 256)], ids=str)
-def test_float32_error_within_multiple_of_cudnn(kind, B, H):
+@pytest.mark.parametrize("B,H", [(4, 64), (5, 100), (32, 256)], ids=str)
+def test_float32_error_within_multiple_of_cudnn(cuda_path, kind, B, H):
     # rnnfast's float32 error against a float64 run is bounded by a multiple of cuDNN's own float32 error.
     name, extra = KINDS[kind]
     exact, _ = twin_modules(name, torch.float64, "cuda", input_size=16, hidden_size=H, bidirectional=True, **extra)
@@ -75,6 +91,7 @@ def test_float32_error_within_multiple_of_cudnn(kind, B, H):
     x = torch.randn(50, B, 16, device="cuda", dtype=torch.float64)
     to32 = lambda s: tuple(t.float() for t in s) if isinstance(s, tuple) else s.float()  # noqa: E731
     hx = initial_state(name, extra, 2, B, H)
+    assert_takes_path(cuda_path, kind, x.float(), fast.weight_hh_l0)
     truth = outputs_and_grads(exact, x, hx)
     cudnn = outputs_and_grads(reference, x.float(), to32(hx))
     ours = outputs_and_grads(fast, x.float(), to32(hx))
@@ -106,3 +123,59 @@ def test_forward_ops_without_a_saved_workspace_match_the_cpu_on_cuda(packed):
         for want, have in zip(expected[:-1], got[:-1], strict=True):
             torch.testing.assert_close(have.cpu(), want, rtol=1e-12, atol=1e-12)
         torch.library.opcheck(op.default, (*on_cuda(args, batch_sizes), False))
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_persistent_path_is_opt_in_and_declines_what_it_cannot_run(kind, monkeypatch):
+    # Under auto (the default) the general path: the persistent gated kernels wait for a GPU check. Under
+    # persistent, float32 and 16-bit layers take it; float64 and packed sequences stay on the general path.
+    G = 4 if kind == "LSTM" else 3
+    x, w_hh = torch.randn(20, 2, 8, device="cuda"), torch.randn(1, G * 16, 16, device="cuda")
+    monkeypatch.delenv("RNNFAST_CUDA_PATH", raising=False)
+    assert not ops.gated_cuda_uses_persistent(kind, x, w_hh, False)
+    monkeypatch.setenv("RNNFAST_CUDA_PATH", "persistent")
+    assert ops.gated_cuda_uses_persistent(kind, x, w_hh, False)
+    assert ops.gated_cuda_uses_persistent(kind, x.bfloat16(), w_hh.bfloat16(), False)
+    assert not ops.gated_cuda_uses_persistent(kind, x.double(), w_hh.double(), False)
+    assert not ops.gated_cuda_uses_persistent(kind, x, w_hh, True)
+    with pytest.raises(RuntimeError, match="expected cell LSTM or GRU, got RNN"):
+        ops.gated_cuda_uses_persistent("RNN", x, w_hh, False)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_float32_persistent_path_matches_cudnn_at_a_long_sequence(kind, monkeypatch):
+    # 600 steps through the persistent kernels' state hand-over between blocks (H = 128: split over 16 blocks a
+    # direction), against cuDNN in float32 with exact products.
+    monkeypatch.setenv("RNNFAST_CUDA_PATH", "persistent")
+    name, extra = KINDS[kind]
+    reference, fast = twin_modules(name, torch.float32, "cuda", input_size=8, hidden_size=128, bidirectional=True,
+                                   **extra)  # fmt: skip
+    x = torch.randn(600, 3, 8, device="cuda")
+    assert_takes_path("persistent", kind, x, fast.weight_hh_l0)
+    assert_twins_agree(reference, fast, x, initial_state(name, extra, 2, 3, 128, torch.float32), rtol=1e-4,
+                       atol=1e-4)  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "f16"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_16bit_modules_within_multiple_of_cudnn_error(cuda_path, kind, dtype):
+    # 16-bit layers run on float32 copies and round once: their error against float64 stays within twice
+    # cuDNN's own 16-bit error (which rounds the state every step), on both paths.
+    name, extra = KINDS[kind]
+    exact, _ = twin_modules(name, torch.float64, "cuda", input_size=8, hidden_size=32, bidirectional=True, **extra)
+    reference = getattr(torch.nn, name)(8, 32, bidirectional=True, **extra).to("cuda", dtype)
+    fast = getattr(rnnfast, name)(8, 32, bidirectional=True, **extra).to("cuda", dtype)
+    reference.load_state_dict(exact.state_dict())
+    fast.load_state_dict(exact.state_dict())
+    exact.load_state_dict(reference.state_dict())  # the float64 reference starts from the rounded weights
+    x = torch.randn(30, 3, 8, device="cuda").to(dtype)
+    hx = initial_state(name, extra, 2, 3, 32, dtype)
+    assert_takes_path(cuda_path, kind, x, fast.weight_hh_l0)
+    hx64 = tuple(h.double() for h in hx) if isinstance(hx, tuple) else hx.double()
+    truth = outputs_and_grads(exact, x.double(), hx64)
+    cudnn, ours = outputs_and_grads(reference, x, hx), outputs_and_grads(fast, x, hx)
+    for t, c, o in zip(truth, cudnn, ours, strict=True):
+        assert o.dtype == c.dtype == dtype
+        cudnn_error = (c.double() - t).abs().max().item()
+        our_error = (o.double() - t).abs().max().item()
+        assert our_error <= 2 * cudnn_error + 1e-3 * t.abs().max().item(), (our_error, cudnn_error)

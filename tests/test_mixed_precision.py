@@ -56,8 +56,6 @@ def test_layer_under_autocast_matches_torch_nn_to_its_own_precision(layer, dtype
     # Whatever dtype torch.nn computes in under autocast (on the CPU its GRU stays in float32), rnnfast returns
     # the same, within the error bound.
     module_class, options = layer
-    if device == "cuda" and module_class != "RNN":
-        pytest.skip("rnnfast's gated CUDA kernels have no 16-bit types yet; under CUDA autocast they run in float32")
     if (module_class, dtype, device) == ("LSTM", torch.float16, "cpu") and not options:
         pytest.skip("torch.nn.LSTM itself fails here (oneDNN has no float16 LSTM on this CPU)")
     reference, fast, exact = twins(module_class, device, input_size=8, hidden_size=16, num_layers=2,

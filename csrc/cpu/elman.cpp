@@ -9,11 +9,11 @@
 
 #include "../cell_math.h"
 #include "../elman_layer.h"
+#include "../widened.h"
 #include "blas.h"
 #include "directions.h"
 #include "reused_buffer.h"
 #include "small_step.h"
-#include "widened.h"
 
 namespace rnnfast {
 namespace cpu {
@@ -190,6 +190,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> elman_lay
 
 TORCH_LIBRARY_IMPL(rnnfast, CPU, m) {
   // 16-bit layers run on float32 copies (widened.h).
-  m.impl("elman_layer_forward", &rnnfast::cpu::Widened<&rnnfast::cpu::elman_layer_forward_cpu>::call);
-  m.impl("elman_layer_backward", &rnnfast::cpu::Widened<&rnnfast::cpu::elman_layer_backward_cpu>::call);
+  m.impl("elman_layer_forward", &rnnfast::Widened<&rnnfast::cpu::elman_layer_forward_cpu>::call);
+  m.impl("elman_layer_backward", &rnnfast::Widened<&rnnfast::cpu::elman_layer_backward_cpu>::call);
 }

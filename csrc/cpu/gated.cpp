@@ -11,11 +11,11 @@
 
 #include "../gate_math.h"
 #include "../gated_layer.h"
+#include "../widened.h"
 #include "blas.h"
 #include "directions.h"
 #include "simd_target.h"
 #include "small_step.h"
-#include "widened.h"
 
 namespace rnnfast {
 namespace cpu {
@@ -349,7 +349,6 @@ void backward_recurrence_cpu(GatedBackwardBuffers& buf, const GatedSizes& s, con
 TORCH_LIBRARY_IMPL(rnnfast, CPU, m) {
   using namespace rnnfast;
   // 16-bit layers run on float32 copies (widened.h).
-  using cpu::Widened;
   m.impl("lstm_layer_forward", &Widened<&lstm_layer_forward_op<cpu::forward_recurrence_cpu<LstmCell>>>::call);
   m.impl("lstm_layer_backward", &Widened<&lstm_layer_backward_op<cpu::backward_recurrence_cpu<LstmCell>>>::call);
   m.impl("gru_layer_forward", &Widened<&gru_layer_forward_op<cpu::forward_recurrence_cpu<GruCell>>>::call);

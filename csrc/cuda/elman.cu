@@ -3,7 +3,7 @@
 //    projection + recurrent term, activation, store, and h_n for rows that end at this step); any shape and
 //    dtype, packed sequences included;
 //  - persistent (elman_persistent.cu): one launch for the whole sequence, for small batches.
-// RNNFAST_CUDA_PATH=general|persistent|auto picks; see choose_path for what each means.
+// RNNFAST_CUDA_PATH=general|persistent|auto picks (path_setting.h; choose_path for what auto means here).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -13,14 +13,13 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <cstdlib>
-#include <cstring>
 
 #include "../cell_math.h"
 #include "../elman_layer.h"
 #include "cublas_gemm.h"
 #include "elman_persistent.h"
 #include "launch.h"
+#include "path_setting.h"
 
 namespace rnnfast {
 namespace cuda {
@@ -139,20 +138,16 @@ void general_backward_recurrence(at::Tensor& grad_z, at::Tensor& grad_h, const a
 
 enum class CudaPath { General, Persistent };
 
-// RNNFAST_CUDA_PATH: "auto" (the default), the persistent path where the H200 measurements of BENCHMARKS.md found
-// it faster than the general path, i.e. the one-block plan up to batch 64, and the split plan for batch <= 4, or
-// batch <= 16 at hidden <= 512; "general" (always the general path) or "persistent" (wherever the persistent
-// kernels can run). Both paths passed the GPU check on an H200 with this build's kernels (BENCHMARKS.md, "What was
-// verified"). Read on every call, so tests and benchmarks can switch it at run time. Float32 products follow
-// torch.backends.cudnn.allow_tf32, as nn.RNN's cuDNN does.
+// Under RNNFAST_CUDA_PATH=auto (path_setting.h), the persistent path where the H200 measurements of BENCHMARKS.md
+// found it faster than the general path, i.e. the one-block plan up to batch 64, and the split plan for
+// batch <= 4, or batch <= 16 at hidden <= 512. Both paths passed the GPU check on an H200 with this build's
+// kernels (BENCHMARKS.md, "What was verified"). Float32 products follow torch.backends.cudnn.allow_tf32, as
+// nn.RNN's cuDNN does.
 CudaPath choose_path(const ElmanSizes& s, at::ScalarType dtype, bool packed) {
-  const char* env = std::getenv("RNNFAST_CUDA_PATH");
-  const char* mode = env && *env ? env : "auto";
-  TORCH_CHECK(!std::strcmp(mode, "general") || !std::strcmp(mode, "persistent") || !std::strcmp(mode, "auto"),
-              "rnnfast: RNNFAST_CUDA_PATH must be general, persistent or auto, got '", mode, "'");
-  if (!std::strcmp(mode, "general")) return CudaPath::General;
+  const PathSetting setting = cuda_path_setting();
+  if (setting == PathSetting::General) return CudaPath::General;
   if (!persistent_supported(s, dtype, packed)) return CudaPath::General;
-  if (!std::strcmp(mode, "persistent")) return CudaPath::Persistent;
+  if (setting == PathSetting::Persistent) return CudaPath::Persistent;
   const bool pays = persistent_needs_grid_sync(s) ? (s.B <= 4 || (s.B <= 16 && s.H <= 512)) : s.B <= 64;
   return pays ? CudaPath::Persistent : CudaPath::General;
 }

@@ -1,16 +1,13 @@
 #include "elman_persistent.h"
 
 #include <ATen/OpMathType.h>
-#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <cooperative_groups.h>
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 
 #include <algorithm>
 
 #include "../cell_math.h"
+#include "persistent_common.cuh"
 
 namespace rnnfast {
 namespace cuda {
@@ -19,15 +16,6 @@ namespace {
 namespace cg = cooperative_groups;
 
 constexpr int kThreads = 256;
-
-// Loads that bypass L1: another block wrote these values in the previous step, and L1 is not coherent.
-__device__ __forceinline__ float load_coherent(const float* p) { return __ldcg(p); }
-__device__ __forceinline__ float load_coherent(const c10::Half* p) {
-  return __half2float(__ldcg(reinterpret_cast<const __half*>(p)));
-}
-__device__ __forceinline__ float load_coherent(const c10::BFloat16* p) {
-  return __bfloat162float(__ldcg(reinterpret_cast<const __nv_bfloat16*>(p)));
-}
 
 template <typename scalar_t>
 struct PersistentParams {
@@ -226,12 +214,6 @@ __global__ void __launch_bounds__(kThreads) elman_backward_one_block_kernel(Pers
 // dL/dh (rows x units). Verified on an H200 by the GPU check of 9a28873.
 constexpr int kWarps = kThreads / 32;
 
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
-  return v;
-}
-
 inline size_t split_shared_bytes(int H, int units, int rows, bool backward) {
   const size_t w = static_cast<size_t>(units) * H, state = static_cast<size_t>(rows) * H;
   const size_t own = static_cast<size_t>(rows) * units;
@@ -389,17 +371,8 @@ int64_t total_blocks(const ElmanSizes& s, const Launch& plan) {
 
 template <typename Kernel>
 bool fits_on_device(Kernel kernel, const ElmanSizes& s, const Launch& plan, size_t smem) {
-  const int device = c10::cuda::current_device();
-  int max_optin = 0, sms = 0, cooperative = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&cooperative, cudaDevAttrCooperativeLaunch, device));
-  if (smem > static_cast<size_t>(max_optin)) return false;
-  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-  if (!plan.grid_sync) return true;  // independent blocks need not be resident together
-  int per_sm = 0;
-  C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem));
-  return cooperative && static_cast<int64_t>(per_sm) * sms >= total_blocks(s, plan);
+  return persistent_blocks_fit(reinterpret_cast<const void*>(kernel), kThreads, smem, plan.grid_sync,
+                               total_blocks(s, plan));
 }
 
 template <typename Kernel, typename scalar_t>
@@ -407,15 +380,7 @@ void launch(Kernel kernel, PersistentParams<scalar_t> params, const ElmanSizes& 
   TORCH_CHECK(fits_on_device(kernel, s, plan, smem),
               "rnnfast: the persistent CUDA path cannot hold this layer on the device (B=", s.B, ", H=", s.H, ")");
   const dim3 grid(static_cast<unsigned>(s.D * plan.blocks_per_direction), static_cast<unsigned>(plan.batch_blocks));
-  const auto stream = c10::cuda::getCurrentCUDAStream();
-  if (plan.grid_sync) {
-    void* args[] = {&params};
-    C10_CUDA_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(kernel), grid, dim3(kThreads), args, smem,
-                                               stream));
-  } else {
-    kernel<<<grid, kThreads, smem, stream>>>(params);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  }
+  launch_persistent(kernel, params, grid, kThreads, smem, plan.grid_sync);
 }
 
 template <typename scalar_t>

@@ -1,7 +1,8 @@
 // The CUDA loop over time of a gated layer (LSTM, GRU), general path: per step and direction one cuBLAS product
 // for the recurrent term and one fused pointwise kernel running the cell description of gate_math.h (gates,
-// state update, saved quantities, and the zeros past a row's length), into buffers allocated once per call.
-// float32 and float64. There is no persistent path for these cells yet.
+// state update, saved quantities, and the zeros past a row's length), into buffers allocated once per call;
+// float32 and float64, with 16-bit layers run on float32 copies (csrc/widened.h). The persistent path
+// (gated_persistent.cu) runs under RNNFAST_CUDA_PATH=persistent only, until a GPU check has verified it.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <c10/cuda/CUDAException.h>
@@ -13,8 +14,11 @@
 
 #include "../gate_math.h"
 #include "../gated_layer.h"
+#include "../widened.h"
 #include "cublas_gemm.h"
+#include "gated_persistent.h"
 #include "launch.h"
+#include "path_setting.h"
 
 namespace rnnfast {
 namespace cuda {
@@ -92,9 +96,20 @@ __global__ void backward_cells_kernel(const scalar_t* __restrict__ grad_out, int
                  grad_gates_x + b * ld_gates, grad_gates_h + b * ld_gates, grad_h_direct + b * P, j, H);
 }
 
+// The persistent path only where asked for (RNNFAST_CUDA_PATH=persistent): under auto the general path, as the
+// persistent gated kernels have not been through a GPU check yet.
+template <typename Cell>
+bool use_persistent(const GatedSizes& s, at::ScalarType dtype, bool packed) {
+  return cuda_path_setting() == PathSetting::Persistent && gated_persistent_supported<Cell>(s, dtype, packed);
+}
+
 template <typename Cell>
 void forward_recurrence_cuda(GatedForwardBuffers& buf, const GatedSizes& s, const int64_t* batch_sizes) {
   const c10::cuda::CUDAGuard guard(buf.output.device());
+  if (use_persistent<Cell>(s, buf.output.scalar_type(), batch_sizes != nullptr)) {
+    gated_persistent_forward<Cell>(buf, s);
+    return;
+  }
   AT_DISPATCH_FLOATING_TYPES(buf.output.scalar_type(), "gated_forward_cuda", [&] {
     const int64_t B = s.B, H = s.H, P = s.P, GH = s.G * s.H, WH = s.W * s.H;
     const int64_t ld_gates = s.D * GH, ld_out = s.D * P, ld_ws = s.D * WH, ws_step = workspace_step_stride(buf, s);
@@ -137,6 +152,10 @@ void forward_recurrence_cuda(GatedForwardBuffers& buf, const GatedSizes& s, cons
 template <typename Cell>
 void backward_recurrence_cuda(GatedBackwardBuffers& buf, const GatedSizes& s, const int64_t* batch_sizes) {
   const c10::cuda::CUDAGuard guard(buf.grad_h_seq.device());
+  if (use_persistent<Cell>(s, buf.grad_h_seq.scalar_type(), batch_sizes != nullptr)) {
+    gated_persistent_backward<Cell>(buf, s);
+    return;
+  }
   AT_DISPATCH_FLOATING_TYPES(buf.grad_h_seq.scalar_type(), "gated_backward_cuda", [&] {
     const int64_t B = s.B, H = s.H, P = s.P, GH = s.G * s.H, WH = s.W * s.H;
     const int64_t ld_gates = s.D * GH, ld_out = s.D * P, ld_ws = s.D * WH;
@@ -177,14 +196,36 @@ void backward_recurrence_cuda(GatedBackwardBuffers& buf, const GatedSizes& s, co
   });
 }
 
+// Which path a forward of `cell` ("LSTM" or "GRU") would take for this input (T, B, I) and weight_hh
+// (D, G*H, P) under the current RNNFAST_CUDA_PATH; for tests and benchmarks.
+bool gated_cuda_uses_persistent(c10::string_view cell, const at::Tensor& input, const at::Tensor& weight_hh,
+                                bool packed) {
+  const bool lstm = cell == "LSTM";
+  TORCH_CHECK(lstm || cell == "GRU", "rnnfast: expected cell LSTM or GRU, got ", cell);
+  const CellSpec& spec = lstm ? LstmCell::spec : GruCell::spec;
+  TORCH_CHECK(input.dim() == 3 && weight_hh.dim() == 3 && weight_hh.size(1) % spec.gates == 0,
+              "rnnfast: expected input (T, B, I) and weight_hh (D, ", spec.gates, "*H, P), got ", input.sizes(),
+              " and ", weight_hh.sizes());
+  const int64_t H = weight_hh.size(1) / spec.gates;
+  const GatedSizes s{input.size(0), input.size(1), input.size(2), H, weight_hh.size(2), weight_hh.size(0),
+                     spec.gates, spec.workspace_units};
+  const c10::cuda::CUDAGuard guard(input.device());
+  // 16-bit layers reach the loops widened to float32.
+  const at::ScalarType dtype = widening::is_16bit(input) ? at::kFloat : input.scalar_type();
+  return lstm ? use_persistent<LstmCell>(s, dtype, packed) : use_persistent<GruCell>(s, dtype, packed);
+}
+
 }  // namespace
 }  // namespace cuda
 }  // namespace rnnfast
 
 TORCH_LIBRARY_IMPL(rnnfast, CUDA, m) {
-  namespace rf = rnnfast;
-  m.impl("lstm_layer_forward", &rf::lstm_layer_forward_op<rf::cuda::forward_recurrence_cuda<rf::LstmCell>>);
-  m.impl("lstm_layer_backward", &rf::lstm_layer_backward_op<rf::cuda::backward_recurrence_cuda<rf::LstmCell>>);
-  m.impl("gru_layer_forward", &rf::gru_layer_forward_op<rf::cuda::forward_recurrence_cuda<rf::GruCell>>);
-  m.impl("gru_layer_backward", &rf::gru_layer_backward_op<rf::cuda::backward_recurrence_cuda<rf::GruCell>>);
+  using rnnfast::GruCell, rnnfast::LstmCell, rnnfast::Widened;
+  using rnnfast::cuda::backward_recurrence_cuda, rnnfast::cuda::forward_recurrence_cuda;
+  // 16-bit layers run on float32 copies (csrc/widened.h).
+  m.impl("lstm_layer_forward", &Widened<&rnnfast::lstm_layer_forward_op<forward_recurrence_cuda<LstmCell>>>::call);
+  m.impl("lstm_layer_backward", &Widened<&rnnfast::lstm_layer_backward_op<backward_recurrence_cuda<LstmCell>>>::call);
+  m.impl("gru_layer_forward", &Widened<&rnnfast::gru_layer_forward_op<forward_recurrence_cuda<GruCell>>>::call);
+  m.impl("gru_layer_backward", &Widened<&rnnfast::gru_layer_backward_op<backward_recurrence_cuda<GruCell>>>::call);
+  m.impl("gated_cuda_uses_persistent", &rnnfast::cuda::gated_cuda_uses_persistent);
 }

@@ -1,6 +1,7 @@
-// bfloat16 and float16 layers on the CPU. The CPU loops have no 16-bit BLAS product, so a 16-bit op runs on
-// float32 copies of its arguments and rounds its results once at the end: float32 accumulation, as on CUDA, and
-// no rounding of the state between steps. Widened<op>::call wraps any op implementation this way.
+// bfloat16 and float16 layers on kernels that have no 16-bit loop: the CPU loops (no 16-bit BLAS product) and
+// the gated CUDA loops. A 16-bit op runs on float32 copies of its arguments and rounds its results once at the
+// end: float32 accumulation, and no rounding of the state between steps. Widened<op>::call wraps any op
+// implementation this way.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -8,7 +9,6 @@
 #include <tuple>
 
 namespace rnnfast {
-namespace cpu {
 namespace widening {
 
 inline bool is_16bit(const at::Tensor& t) {
@@ -55,5 +55,4 @@ struct Widened<op> {
   }
 };
 
-}  // namespace cpu
 }  // namespace rnnfast

@@ -1,0 +1,30 @@
+// RNNFAST_CUDA_PATH, the switch between the CUDA loops' two paths, read on every call so that tests and
+// benchmarks can change it at run time:
+//   general: always the per-step path (one cuBLAS product and one fused kernel a step);
+//   persistent: the persistent path wherever its kernels can run the layer;
+//   auto (the default): each cell's own rule, the persistent path only where a GPU check has verified it and
+//   measured it faster (elman.cu, gated.cu).
+#pragma once
+
+#include <c10/util/Exception.h>
+
+#include <cstdlib>
+#include <cstring>
+
+namespace rnnfast {
+namespace cuda {
+
+enum class PathSetting { General, Persistent, Auto };
+
+inline PathSetting cuda_path_setting() {
+  const char* env = std::getenv("RNNFAST_CUDA_PATH");
+  const char* mode = env && *env ? env : "auto";
+  if (!std::strcmp(mode, "general")) return PathSetting::General;
+  if (!std::strcmp(mode, "persistent")) return PathSetting::Persistent;
+  TORCH_CHECK(!std::strcmp(mode, "auto"), "rnnfast: RNNFAST_CUDA_PATH must be general, persistent or auto, got '",
+              mode, "'");
+  return PathSetting::Auto;
+}
+
+}  // namespace cuda
+}  // namespace rnnfast

@@ -1,0 +1,68 @@
+// What the persistent CUDA kernels (elman_persistent.cu, gated_persistent.cu) share: one launch runs the whole
+// sequence, blocks exchange each step's state through global memory, and a split layer's blocks meet at a
+// grid-wide barrier every step, so they must all be resident at once.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAFunctions.h>
+#include <c10/cuda/CUDAStream.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+namespace rnnfast {
+namespace cuda {
+
+// Loads that bypass L1: another block wrote these values in the previous step, and L1 is not coherent.
+__device__ __forceinline__ float load_coherent(const float* p) { return __ldcg(p); }
+__device__ __forceinline__ float load_coherent(const c10::Half* p) {
+  return __half2float(__ldcg(reinterpret_cast<const __half*>(p)));
+}
+__device__ __forceinline__ float load_coherent(const c10::BFloat16* p) {
+  return __bfloat162float(__ldcg(reinterpret_cast<const __nv_bfloat16*>(p)));
+}
+
+// A warp's 32 partial sums, summed: long dot products stay accurate in float32.
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+// Whether `blocks` blocks of `threads` threads with `smem` bytes of dynamic shared memory can run `kernel` on the
+// current device; all resident at once (a cooperative launch) when all_resident. Raises the kernel's dynamic
+// shared-memory limit to smem, which launching it needs anyway.
+inline bool persistent_blocks_fit(const void* kernel, int threads, size_t smem, bool all_resident, int64_t blocks) {
+  const int device = c10::cuda::current_device();
+  int max_optin = 0, sms = 0, cooperative = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&cooperative, cudaDevAttrCooperativeLaunch, device));
+  if (smem > static_cast<size_t>(max_optin)) return false;
+  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  if (!all_resident) return true;  // independent blocks need not be resident together
+  int per_sm = 0;
+  C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
+  return cooperative && static_cast<int64_t>(per_sm) * sms >= blocks;
+}
+
+// Launches kernel(params) on the current stream; cooperatively when its blocks meet at grid-wide barriers.
+template <typename Params>
+void launch_persistent(void (*kernel)(Params), Params params, dim3 grid, int threads, size_t smem, bool grid_sync) {
+  const auto stream = c10::cuda::getCurrentCUDAStream();
+  if (grid_sync) {
+    void* args[] = {&params};
+    C10_CUDA_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(kernel), grid, dim3(threads), args, smem,
+                                               stream));
+  } else {
+    kernel<<<grid, threads, smem, stream>>>(params);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+}
+
+}  // namespace cuda
+}  // namespace rnnfast
