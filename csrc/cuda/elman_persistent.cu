@@ -35,22 +35,6 @@ struct PersistentParams {
 constexpr int kPerThread = 4;
 constexpr int kMaxOutputsPerBlock = kThreads * kPerThread;
 
-// This block's slice of one step: rows batch rows from b0, units hidden units from j0, of direction d.
-struct Slice {
-  int d, j0, units, b0, rows;
-};
-
-template <typename scalar_t>
-__device__ __forceinline__ Slice block_slice(const PersistentParams<scalar_t>& p) {
-  Slice s;
-  s.d = blockIdx.x / p.blocks_per_direction;
-  s.j0 = (blockIdx.x % p.blocks_per_direction) * p.units_per_block;
-  s.units = max(0, min(p.units_per_block, p.H - s.j0));
-  s.b0 = blockIdx.y * p.batch_per_block;
-  s.rows = max(0, min(p.batch_per_block, p.B - s.b0));
-  return s;
-}
-
 // Output m of this thread: index o = threadIdx.x + m * kThreads into the block's (rows, units) outputs.
 __device__ __forceinline__ int own_output(int m) { return threadIdx.x + m * kThreads; }
 
@@ -386,13 +370,7 @@ void launch(Kernel kernel, PersistentParams<scalar_t> params, const ElmanSizes& 
 template <typename scalar_t>
 PersistentParams<scalar_t> make_params(const ElmanSizes& s, const Launch& plan) {
   PersistentParams<scalar_t> p{};
-  p.T = static_cast<int>(s.T);
-  p.B = static_cast<int>(s.B);
-  p.H = static_cast<int>(s.H);
-  p.D = static_cast<int>(s.D);
-  p.units_per_block = plan.units_per_block;
-  p.blocks_per_direction = plan.blocks_per_direction;
-  p.batch_per_block = plan.batch_per_block;
+  set_sizes_and_plan(p, s, plan);
   return p;
 }
 

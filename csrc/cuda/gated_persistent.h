@@ -2,7 +2,8 @@
 // the W_hh rows of all gates of its hidden units in shared memory for all steps. A block owns every gate of its
 // units, so the cell's pointwise step (gate_math.h) runs where the gates were computed; only h_t leaves the
 // block, through global memory, to the blocks of the same direction, which meet at a grid-wide barrier each step.
-// Not verified on a GPU yet: it runs only under RNNFAST_CUDA_PATH=persistent (path_setting.h).
+// Not verified on a GPU yet (tests/test_cuda_emulation.py runs the kernels' source on the CPU): it runs only under
+// RNNFAST_CUDA_PATH=persistent (path_setting.h).
 #pragma once
 
 #include <ATen/core/Tensor.h>

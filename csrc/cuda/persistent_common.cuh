@@ -1,37 +1,19 @@
-// What the persistent CUDA kernels (elman_persistent.cu, gated_persistent.cu) share: one launch runs the whole
-// sequence, blocks exchange each step's state through global memory, and a split layer's blocks meet at a
-// grid-wide barrier every step, so they must all be resident at once.
+// The host side of what the persistent CUDA kernels (elman_persistent.cu, gated_persistent.cu) share: one launch
+// runs the whole sequence, and a split layer's blocks meet at a grid-wide barrier every step, so they must all be
+// resident at once. Their device side is persistent_device.cuh.
 #pragma once
 
 #include <ATen/core/Tensor.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAStream.h>
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 
 #include <cstdint>
 
+#include "persistent_device.cuh"
+
 namespace rnnfast {
 namespace cuda {
-
-// Loads that bypass L1: another block wrote these values in the previous step, and L1 is not coherent.
-__device__ __forceinline__ float load_coherent(const float* p) { return __ldcg(p); }
-__device__ __forceinline__ float load_coherent(const c10::Half* p) {
-  return __half2float(__ldcg(reinterpret_cast<const __half*>(p)));
-}
-__device__ __forceinline__ float load_coherent(const c10::BFloat16* p) {
-  return __bfloat162float(__ldcg(reinterpret_cast<const __nv_bfloat16*>(p)));
-}
-
-// A warp's 32 partial sums, summed: long dot products stay accurate in float32.
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
-  return v;
-}
 
 // Whether `blocks` blocks of `threads` threads with `smem` bytes of dynamic shared memory can run `kernel` on the
 // current device; all resident at once (a cooperative launch) when all_resident. Raises the kernel's dynamic

@@ -1,0 +1,121 @@
+// CUDA's execution model on CPU threads, so that tests can run a kernel's own source without a GPU: one
+// std::thread per CUDA thread, a std::barrier per block for __syncthreads, one per warp for the shuffles, and one
+// for the whole grid for cooperative_groups' grid sync. Enough of CUDA for the persistent kernels
+// (csrc/cuda/persistent_device.cuh); shared memory starts as NaN, as a reminder that CUDA's starts undefined.
+// Memory ordering is the CPU's, made strong by the barriers, so it cannot show a missing L1 bypass or fence.
+// Include it after torch's headers and before the kernels'.
+#pragma once
+
+#define RNNFAST_CUDA_EMULATION 1
+
+#include <algorithm>
+#include <barrier>
+#include <cstddef>
+#include <limits>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+
+struct dim3 {
+  unsigned x, y, z;
+  dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+
+inline thread_local dim3 threadIdx, blockIdx, blockDim, gridDim;
+
+using std::max;
+using std::min;
+
+namespace rnnfast {
+namespace emulation {
+
+constexpr int kWarpSize = 32;
+
+struct Warp {
+  std::barrier<> barrier{kWarpSize};
+  float values[kWarpSize];
+};
+
+struct Block {
+  Block(unsigned threads, size_t smem_bytes)
+      : barrier(threads),
+        smem((smem_bytes + sizeof(float) - 1) / sizeof(float), std::numeric_limits<float>::quiet_NaN()) {
+    for (unsigned w = 0; w < threads / kWarpSize; ++w) warps.push_back(std::make_unique<Warp>());
+  }
+  std::barrier<> barrier;
+  std::vector<float> smem;  // float-aligned, which is all the persistent kernels ask of it
+  std::vector<std::unique_ptr<Warp>> warps;
+};
+
+struct ThreadContext {
+  Block* block = nullptr;
+  std::barrier<>* grid = nullptr;
+};
+
+inline thread_local ThreadContext current;
+
+template <typename T>
+T* dynamic_shared() {
+  return reinterpret_cast<T*>(current.block->smem.data());
+}
+
+// Runs kernel(params) on a grid of grid.x * grid.y blocks of `threads` threads (a multiple of the warp size),
+// all at once, as a cooperative launch would; returns when every thread has finished.
+template <typename Params>
+void launch(void (*kernel)(Params), const Params& params, dim3 grid, unsigned threads, size_t smem_bytes) {
+  const unsigned blocks = grid.x * grid.y;
+  std::barrier<> grid_barrier(static_cast<std::ptrdiff_t>(blocks) * threads);
+  std::vector<std::unique_ptr<Block>> states;
+  for (unsigned b = 0; b < blocks; ++b) states.push_back(std::make_unique<Block>(threads, smem_bytes));
+  std::vector<std::thread> pool;
+  pool.reserve(static_cast<size_t>(blocks) * threads);
+  for (unsigned by = 0; by < grid.y; ++by) {
+    for (unsigned bx = 0; bx < grid.x; ++bx) {
+      for (unsigned t = 0; t < threads; ++t) {
+        pool.emplace_back([&, bx, by, t] {
+          threadIdx = dim3(t);
+          blockIdx = dim3(bx, by);
+          blockDim = dim3(threads);
+          gridDim = dim3(grid.x, grid.y);
+          current.block = states[by * grid.x + bx].get();
+          current.grid = &grid_barrier;
+          kernel(params);
+        });
+      }
+    }
+  }
+  for (auto& thread : pool) thread.join();
+}
+
+}  // namespace emulation
+}  // namespace rnnfast
+
+inline void __syncthreads() { rnnfast::emulation::current.block->barrier.arrive_and_wait(); }
+
+inline float __shfl_xor_sync(unsigned /*mask*/, float value, int lane_mask) {
+  auto& warp = *rnnfast::emulation::current.block->warps[threadIdx.x / rnnfast::emulation::kWarpSize];
+  const unsigned lane = threadIdx.x % rnnfast::emulation::kWarpSize;
+  warp.values[lane] = value;
+  warp.barrier.arrive_and_wait();
+  const float other = warp.values[lane ^ static_cast<unsigned>(lane_mask)];
+  warp.barrier.arrive_and_wait();  // every lane has read before any overwrites its slot again
+  return other;
+}
+
+template <typename T>
+T __ldcg(const T* p) {
+  return *p;
+}
+
+namespace cooperative_groups {
+struct grid_group {
+  void sync() { rnnfast::emulation::current.grid->arrive_and_wait(); }
+};
+inline grid_group this_grid() { return {}; }
+}  // namespace cooperative_groups
