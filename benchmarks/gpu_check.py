@@ -109,11 +109,13 @@ def implementations(B, H, T, device, dtype, cell="RNN"):
 
     impls = {"cudnn" if device == "cuda" else "torch.nn": (forward(reference), training(reference))}
     # For the LSTM and GRU, auto is the general path (the persistent one is opt-in until a GPU check verifies it).
-    paths = ["general", "persistent"] + (["auto"] if cell == "RNN" else [])
+    # The Elman cluster plan (opt-in, RNNFAST_CUDA_PATH=cluster) is timed at the small batches it is meant for.
+    paths = ["general", "persistent"] + (["auto"] + (["cluster"] if B <= 16 else []) if cell == "RNN" else [])
     if device != "cuda":
         paths = ["cpu"]
+    takes_persistent = lambda: uses_persistent(cell, x, fast.weight_hh_l0)  # noqa: E731
     for path in paths:
-        if path == "persistent" and not with_path(path, lambda: uses_persistent(cell, x, fast.weight_hh_l0))():
+        if path in ("persistent", "cluster") and not with_path(path, takes_persistent)():
             continue
         impls[f"rnnfast-{path}"] = (with_path(path, forward(fast)), with_path(path, training(fast)))
     return impls

@@ -30,7 +30,7 @@ timeout 60 $python -m pytest tests/test_ops.py tests/test_gated_ops.py -q -rfE -
 ops_status=${PIPESTATUS[0]}
 tests_status=$(( cuda_status != 0 ? cuda_status : ops_status ))
 echo "gpu_check: tests exit $cuda_status (CUDA) $ops_status (ops) after $(( $(date +%s) - start )) s"
-timeout 150 $python benchmarks/gpu_check.py --out "$out" 2>&1 | tail -60
+timeout 200 $python benchmarks/gpu_check.py --out "$out" 2>&1 | tail -60
 for cell in LSTM GRU; do
   timeout 75 $python benchmarks/gpu_check.py --cell $cell --grid gated --out "$out/${cell,,}" 2>&1 | tail -16
 done

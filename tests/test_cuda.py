@@ -1,4 +1,6 @@
-"""The CUDA kernels against torch.nn.RNN on CUDA (cuDNN), on both CUDA paths and every dtype.
+"""The CUDA kernels against torch.nn.RNN on CUDA (cuDNN), on every CUDA path (general, persistent, and the
+persistent path's cluster plan, which runs float32 on sm_90 GPUs and leaves the rest to the general path) and
+every dtype.
 Every test here is marked cuda and skips where no GPU is visible."""
 
 import itertools
@@ -12,7 +14,7 @@ from rnn_pairs import assert_twins_agree, outputs_and_grads, twin_rnns
 
 pytestmark = pytest.mark.cuda
 ops = torch.ops.rnnfast
-PATHS = ["general", "persistent"]
+PATHS = ["general", "persistent", "cluster"]
 
 
 @pytest.fixture(autouse=True)
@@ -136,8 +138,22 @@ def test_state_on_another_device_is_a_clear_error():
 
 def test_unknown_cuda_path_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("RNNFAST_CUDA_PATH", "fastest")
-    with pytest.raises(RuntimeError, match="RNNFAST_CUDA_PATH must be general, persistent or auto"):
+    with pytest.raises(RuntimeError, match="RNNFAST_CUDA_PATH must be general, persistent, auto or cluster"):
         rnnfast.RNN(4, 3).cuda()(torch.randn(5, 2, 4, device="cuda"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] < 9,
+                    reason="thread-block clusters need an sm_90 GPU")  # fmt: skip
+def test_cluster_plan_runs_float32_up_to_hidden_256_and_is_opt_in(monkeypatch):
+    # Under RNNFAST_CUDA_PATH=cluster the cluster kernels take float32 layers whose units fit a cluster's registers
+    # (H <= 256); the rest, float64 and packed input go to the general path. auto never picks them.
+    x = torch.randn(20, 3, 8, device="cuda")
+    monkeypatch.setenv("RNNFAST_CUDA_PATH", "cluster")
+    for H in [1, 64, 200, 256]:
+        assert ops.elman_cuda_uses_persistent(x, torch.empty(1, H, H, device="cuda"), False), H
+    assert not ops.elman_cuda_uses_persistent(x, torch.empty(1, 300, 300, device="cuda"), False)
+    assert not ops.elman_cuda_uses_persistent(x.double(), torch.empty(1, 64, 64, device="cuda").double(), False)
+    assert not ops.elman_cuda_uses_persistent(x, torch.empty(1, 64, 64, device="cuda"), True)
 
 
 def test_default_cuda_path_is_auto_persistent_at_small_batch_general_at_large(monkeypatch):

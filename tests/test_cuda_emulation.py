@@ -1,7 +1,8 @@
-"""The persistent gated CUDA kernels' own source, compiled for the CPU on an emulation of CUDA's threads, blocks,
-warps and barriers (tests/cuda_emulation), checked against the CPU kernels in float64: outputs, final states, the
-saved workspace and every gradient, on both plans (one block per direction, and a direction split over blocks
-that meet at a grid-wide barrier every step). No GPU needed; what it cannot show is in emulated_cuda.h."""
+"""CUDA kernels' own source, compiled for the CPU on an emulation of CUDA's threads, blocks, warps, clusters and
+barriers (tests/cuda_emulation), checked against the CPU kernels in float64: outputs, final states, the saved
+workspace and every gradient. The persistent gated kernels on both their plans (one block per direction, and a
+direction split over blocks that meet at a grid-wide barrier every step); the Elman cluster kernels with one and
+several blocks per cluster. No GPU needed; what it cannot show is in emulated_cuda.h."""
 
 import os
 
@@ -17,18 +18,28 @@ ONE_BLOCK_BUDGET = 160 * 1024  # kSmemBudget of csrc/cuda/gated_persistent_kerne
 SPLIT_BUDGET = 4096  # small enough to split H = 20 over blocks of 7 units and B = 5 over two batch blocks
 
 
-@pytest.fixture(scope="module")
-def emulated():
-    build = os.path.join(ROOT, "build", "cuda_emulation")
-    os.makedirs(build, exist_ok=True)
+def build(name, source, layer_sources):
+    """Compiles tests/cuda_emulation/<source> with the shared layer code it runs in, into build/cuda_emulation."""
+    directory = os.path.join(ROOT, "build", "cuda_emulation", name)
+    os.makedirs(directory, exist_ok=True)
     return cpp_extension.load(
-        name="rnnfast_cuda_emulation",
-        sources=[os.path.join(ROOT, "tests", "cuda_emulation", "gated_persistent.cpp"),
-                 os.path.join(ROOT, "csrc", "gated_layer.cpp"), os.path.join(ROOT, "csrc", "layer_states.cpp")],
+        name=name,
+        sources=[os.path.join(ROOT, "tests", "cuda_emulation", source)]
+        + [os.path.join(ROOT, "csrc", f) for f in [*layer_sources, "layer_states.cpp"]],
         extra_include_paths=[os.path.join(ROOT, "csrc")],
         extra_cflags=["-O1", "-std=c++20", "-Wno-unknown-pragmas"],
-        build_directory=build,
-    )  # fmt: skip
+        build_directory=directory,
+    )
+
+
+@pytest.fixture(scope="module")
+def emulated():
+    return build("rnnfast_emulated_gated_persistent", "gated_persistent.cpp", ["gated_layer.cpp"])
+
+
+@pytest.fixture(scope="module")
+def emulated_elman():
+    return build("rnnfast_emulated_elman_cluster", "elman_cluster.cpp", ["elman_layer.cpp"])
 
 
 CELLS = {"LSTM": (lstm_args, 4), "GRU": (gru_args, 3)}
@@ -119,3 +130,43 @@ def test_backward_matches_the_cpu_kernels(emulated, cell, plan):
                                                                     workspace)))  # fmt: skip
     for i, (g, w) in enumerate(zip(got, want, strict=True)):
         assert_close_to_float64(g, w, f"gradient {i}")
+
+
+# (smallest cluster size, batch rows per cluster, H) -> the plan it must give: cluster size, units per block,
+# threads per unit, weights per thread, rows. One block with 8 threads a unit; 4 blocks of 5 units with 32
+# threads each; one block of 70 units with 64 weights a thread (35 used).
+CLUSTER_PLANS = {
+    "one-block": ((1, 2, 20), (1, 20, 8, 4, 2)),
+    "four-blocks": ((4, 3, 20), (4, 5, 32, 4, 3)),
+    "kpt-64": ((1, 4, 70), (1, 70, 2, 64, 4)),
+}
+
+
+def elman_args(H, relu):
+    torch.manual_seed(0)
+    T, B, I, D = 6, 5, 3, 2
+    scale = 0.5 if relu else 1.0  # keeps relu's states from growing over the steps
+    make = lambda *shape: torch.randn(*shape, dtype=torch.float64)  # noqa: E731
+    return make(T, B, I), make(D, B, H), make(D, H, I) * scale, make(D, H, H) * scale / H**0.5, make(D, H)
+
+
+@pytest.mark.parametrize("case", CLUSTER_PLANS)
+def test_cluster_plans_are_the_ones_the_cases_name(emulated_elman, case):
+    (min_cluster, rows, H), expected = CLUSTER_PLANS[case]
+    assert emulated_elman.plan(6, 5, H, 2, min_cluster, rows) == expected
+
+
+@pytest.mark.parametrize("relu", [False, True], ids=["tanh", "relu"])
+@pytest.mark.parametrize("case", CLUSTER_PLANS)
+def test_elman_cluster_kernels_match_the_cpu_kernels(emulated_elman, case, relu):
+    (min_cluster, rows, H), _ = CLUSTER_PLANS[case]
+    args = elman_args(H, relu)
+    output, h_n = ops.elman_layer_forward(*args, None, relu)
+    got = emulated_elman.elman_layer_forward(min_cluster, rows, *as_float32(args), relu)
+    assert_close_to_float64(got[0], output, "output")
+    assert_close_to_float64(got[1], h_n, "h_n")
+    grads = (torch.randn_like(output), torch.randn_like(h_n))
+    want = ops.elman_layer_backward(*grads, *args[:4], output, None, relu)
+    got = emulated_elman.elman_layer_backward(min_cluster, rows, *as_float32((*grads, *args[:4], output)), relu)
+    for name, g, w in zip(["input", "hx", "weight_ih", "weight_hh", "bias"], got, want, strict=True):
+        assert_close_to_float64(g, w, f"grad {name}")

@@ -2,7 +2,8 @@
 //  - general: per step, one cuBLAS product for the recurrent term and one fused elementwise kernel (input
 //    projection + recurrent term, activation, store, and h_n for rows that end at this step); any shape and
 //    dtype, packed sequences included;
-//  - persistent (elman_persistent.cu): one launch for the whole sequence, for small batches.
+//  - persistent (elman_persistent.cu): one launch for the whole sequence, for small batches; and its cluster plan
+//    (elman_cluster.cu), opt-in under RNNFAST_CUDA_PATH=cluster.
 // RNNFAST_CUDA_PATH=general|persistent|auto picks (path_setting.h; choose_path for what auto means here).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -17,6 +18,7 @@
 #include "../cell_math.h"
 #include "../elman_layer.h"
 #include "cublas_gemm.h"
+#include "elman_cluster.h"
 #include "elman_persistent.h"
 #include "launch.h"
 #include "path_setting.h"
@@ -136,7 +138,7 @@ void general_backward_recurrence(at::Tensor& grad_z, at::Tensor& grad_h, const a
   });
 }
 
-enum class CudaPath { General, Persistent };
+enum class CudaPath { General, Persistent, Cluster };
 
 // Under RNNFAST_CUDA_PATH=auto (path_setting.h), the persistent path where the H200 measurements of BENCHMARKS.md
 // found it faster than the general path, i.e. the one-block plan up to batch 64, and the split plan for
@@ -146,6 +148,9 @@ enum class CudaPath { General, Persistent };
 CudaPath choose_path(const ElmanSizes& s, at::ScalarType dtype, bool packed) {
   const PathSetting setting = cuda_path_setting();
   if (setting == PathSetting::General) return CudaPath::General;
+  if (setting == PathSetting::Cluster) {
+    return cluster_supported(s, dtype, packed) ? CudaPath::Cluster : CudaPath::General;
+  }
   if (!persistent_supported(s, dtype, packed)) return CudaPath::General;
   if (setting == PathSetting::Persistent) return CudaPath::Persistent;
   const bool pays = persistent_needs_grid_sync(s) ? (s.B <= 4 || (s.B <= 16 && s.H <= 512)) : s.B <= 64;
@@ -155,7 +160,10 @@ CudaPath choose_path(const ElmanSizes& s, at::ScalarType dtype, bool packed) {
 void forward_recurrence_cuda(at::Tensor& output, const at::Tensor& hx, const at::Tensor& weight_hh, at::Tensor& h_n,
                              const ElmanSizes& s, const int64_t* batch_sizes, bool relu) {
   const c10::cuda::CUDAGuard guard(output.device());
-  if (choose_path(s, output.scalar_type(), batch_sizes != nullptr) == CudaPath::Persistent) {
+  const CudaPath path = choose_path(s, output.scalar_type(), batch_sizes != nullptr);
+  if (path == CudaPath::Cluster) {
+    cluster_forward_recurrence(output, hx, weight_hh, h_n, s, relu);
+  } else if (path == CudaPath::Persistent) {
     persistent_forward_recurrence(output, hx, weight_hh, h_n, s, relu);
   } else {
     general_forward_recurrence(output, hx, weight_hh, h_n, s, batch_sizes, relu);
@@ -166,7 +174,10 @@ void backward_recurrence_cuda(at::Tensor& grad_z, at::Tensor& grad_h, const at::
                               const at::Tensor& weight_hh, const ElmanSizes& s, const int64_t* batch_sizes,
                               bool relu) {
   const c10::cuda::CUDAGuard guard(grad_z.device());
-  if (choose_path(s, grad_z.scalar_type(), batch_sizes != nullptr) == CudaPath::Persistent) {
+  const CudaPath path = choose_path(s, grad_z.scalar_type(), batch_sizes != nullptr);
+  if (path == CudaPath::Cluster) {
+    cluster_backward_recurrence(grad_z, grad_h, output, weight_hh, s, relu);
+  } else if (path == CudaPath::Persistent) {
     persistent_backward_recurrence(grad_z, grad_h, output, weight_hh, s, relu);
   } else {
     general_backward_recurrence(grad_z, grad_h, output, weight_hh, s, batch_sizes, relu);
@@ -188,11 +199,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> elman_lay
                                    output, batch_sizes, relu);
 }
 
-// Which path elman_layer_forward would take for this input and RNNFAST_CUDA_PATH; for tests and benchmarks.
+// Whether elman_layer_forward would take a persistent plan (the cluster plan included) for this input and
+// RNNFAST_CUDA_PATH; for tests and benchmarks.
 bool elman_cuda_uses_persistent(const at::Tensor& input, const at::Tensor& weight_hh, bool packed) {
   const ElmanSizes s{input.size(0), input.size(1), input.size(2), weight_hh.size(1), weight_hh.size(0)};
   const c10::cuda::CUDAGuard guard(input.device());
-  return choose_path(s, input.scalar_type(), packed) == CudaPath::Persistent;
+  return choose_path(s, input.scalar_type(), packed) != CudaPath::General;
 }
 
 }  // namespace

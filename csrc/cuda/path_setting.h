@@ -3,7 +3,9 @@
 //   general: always the per-step path (one cuBLAS product and one fused kernel a step);
 //   persistent: the persistent path wherever its kernels can run the layer;
 //   auto (the default): each cell's own rule, the persistent path only where a GPU check has verified it and
-//   measured it faster (elman.cu, gated.cu).
+//   measured it faster (elman.cu, gated.cu);
+//   cluster: the Elman layer's cluster plan (elman_cluster.h) wherever it can run, else the general path; the
+//   gated layers' general path. Opt-in until a GPU check has verified and timed it.
 #pragma once
 
 #include <c10/util/Exception.h>
@@ -14,15 +16,16 @@
 namespace rnnfast {
 namespace cuda {
 
-enum class PathSetting { General, Persistent, Auto };
+enum class PathSetting { General, Persistent, Auto, Cluster };
 
 inline PathSetting cuda_path_setting() {
   const char* env = std::getenv("RNNFAST_CUDA_PATH");
   const char* mode = env && *env ? env : "auto";
   if (!std::strcmp(mode, "general")) return PathSetting::General;
   if (!std::strcmp(mode, "persistent")) return PathSetting::Persistent;
-  TORCH_CHECK(!std::strcmp(mode, "auto"), "rnnfast: RNNFAST_CUDA_PATH must be general, persistent or auto, got '",
-              mode, "'");
+  if (!std::strcmp(mode, "cluster")) return PathSetting::Cluster;
+  TORCH_CHECK(!std::strcmp(mode, "auto"),
+              "rnnfast: RNNFAST_CUDA_PATH must be general, persistent, auto or cluster, got '", mode, "'");
   return PathSetting::Auto;
 }
 

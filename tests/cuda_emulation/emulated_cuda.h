@@ -1,6 +1,7 @@
 // CUDA's execution model on CPU threads, so that tests can run a kernel's own source without a GPU: one
-// std::thread per CUDA thread, a std::barrier per block for __syncthreads, one per warp for the shuffles, and one
-// for the whole grid for cooperative_groups' grid sync. Enough of CUDA for the persistent kernels
+// std::thread per CUDA thread, a std::barrier per block for __syncthreads, one per warp for the shuffles, one per
+// thread-block cluster for its barrier (with map_shared_rank into the other blocks' shared memory), and one for
+// the whole grid for cooperative_groups' grid sync. Enough of CUDA for the persistent kernels
 // (csrc/cuda/persistent_device.cuh); shared memory starts as NaN, as a reminder that CUDA's starts undefined.
 // Memory ordering is the CPU's, made strong by the barriers, so it cannot show a missing L1 bypass or fence.
 // Include it after torch's headers and before the kernels'.
@@ -29,6 +30,10 @@ struct dim3 {
 
 inline thread_local dim3 threadIdx, blockIdx, blockDim, gridDim;
 
+struct alignas(16) float4 {
+  float x, y, z, w;
+};
+
 using std::max;
 using std::min;
 
@@ -53,8 +58,16 @@ struct Block {
   std::vector<std::unique_ptr<Warp>> warps;
 };
 
+struct Cluster {
+  explicit Cluster(std::ptrdiff_t threads) : barrier(threads) {}
+  std::barrier<> barrier;
+  std::vector<Block*> blocks;  // by rank
+};
+
 struct ThreadContext {
   Block* block = nullptr;
+  Cluster* cluster = nullptr;
+  unsigned rank = 0;  // the block's rank in its cluster
   std::barrier<>* grid = nullptr;
 };
 
@@ -66,13 +79,20 @@ T* dynamic_shared() {
 }
 
 // Runs kernel(params) on a grid of grid.x * grid.y blocks of `threads` threads (a multiple of the warp size),
-// all at once, as a cooperative launch would; returns when every thread has finished.
+// all at once, as a cooperative launch would, in clusters of cluster_size blocks along x (which divides grid.x);
+// returns when every thread has finished.
 template <typename Params>
-void launch(void (*kernel)(Params), const Params& params, dim3 grid, unsigned threads, size_t smem_bytes) {
+void launch(void (*kernel)(Params), const Params& params, dim3 grid, unsigned threads, size_t smem_bytes,
+            unsigned cluster_size = 1) {
   const unsigned blocks = grid.x * grid.y;
   std::barrier<> grid_barrier(static_cast<std::ptrdiff_t>(blocks) * threads);
   std::vector<std::unique_ptr<Block>> states;
   for (unsigned b = 0; b < blocks; ++b) states.push_back(std::make_unique<Block>(threads, smem_bytes));
+  std::vector<std::unique_ptr<Cluster>> clusters;
+  for (unsigned b = 0; b < blocks; b += cluster_size) {
+    clusters.push_back(std::make_unique<Cluster>(static_cast<std::ptrdiff_t>(cluster_size) * threads));
+    for (unsigned r = 0; r < cluster_size; ++r) clusters.back()->blocks.push_back(states[b + r].get());
+  }
   std::vector<std::thread> pool;
   pool.reserve(static_cast<size_t>(blocks) * threads);
   for (unsigned by = 0; by < grid.y; ++by) {
@@ -83,7 +103,10 @@ void launch(void (*kernel)(Params), const Params& params, dim3 grid, unsigned th
           blockIdx = dim3(bx, by);
           blockDim = dim3(threads);
           gridDim = dim3(grid.x, grid.y);
-          current.block = states[by * grid.x + bx].get();
+          const unsigned index = by * grid.x + bx;
+          current.block = states[index].get();
+          current.cluster = clusters[index / cluster_size].get();
+          current.rank = index % cluster_size;
           current.grid = &grid_barrier;
           kernel(params);
         });
@@ -118,4 +141,18 @@ struct grid_group {
   void sync() { rnnfast::emulation::current.grid->arrive_and_wait(); }
 };
 inline grid_group this_grid() { return {}; }
+
+struct cluster_group {
+  void sync() { rnnfast::emulation::current.cluster->barrier.arrive_and_wait(); }
+  unsigned block_rank() const { return rnnfast::emulation::current.rank; }
+  // The address in block `rank`'s shared memory that `address` has in this block's.
+  template <typename T>
+  T* map_shared_rank(T* address, unsigned rank) const {
+    const auto& self = rnnfast::emulation::current.block->smem;
+    auto& other = rnnfast::emulation::current.cluster->blocks[rank]->smem;
+    const auto offset = reinterpret_cast<const char*>(address) - reinterpret_cast<const char*>(self.data());
+    return reinterpret_cast<T*>(reinterpret_cast<char*>(other.data()) + offset);
+  }
+};
+inline cluster_group this_cluster() { return {}; }
 }  // namespace cooperative_groups
