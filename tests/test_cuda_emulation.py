@@ -33,7 +33,7 @@ def build(name, source, layer_sources):
 
 
 @pytest.fixture(scope="module")
-def emulated():
+def emulated_gated():
     return build("rnnfast_emulated_gated_persistent", "gated_persistent.cpp", ["gated_layer.cpp"])
 
 
@@ -47,16 +47,16 @@ PLANS = {"one-block": ONE_BLOCK_BUDGET, "split": SPLIT_BUDGET}
 
 
 def layer_args(cell, bias):
+    torch.manual_seed(0)
     make, _ = CELLS[cell]
     args = make(T=5, B=5, I=4, H=20, D=2, bias=bias)
     return args[:-2] if cell == "LSTM" else args[:-1]  # without weight_hr and batch_sizes
 
 
-
 @pytest.mark.parametrize("plan", PLANS)
 @pytest.mark.parametrize("cell", CELLS)
-def test_plans_are_the_ones_the_cases_name(emulated, cell, plan):
-    units, blocks, rows, batch_blocks, grid_sync = emulated.plan(5, 5, 20, 2, CELLS[cell][1], PLANS[plan])
+def test_plans_are_the_ones_the_cases_name(emulated_gated, cell, plan):
+    units, blocks, rows, batch_blocks, grid_sync = emulated_gated.plan(5, 5, 20, 2, CELLS[cell][1], PLANS[plan])
     if plan == "one-block":
         assert (units, blocks, rows, grid_sync) == (20, 1, 2, False)
     else:
@@ -71,8 +71,8 @@ def cpu_forward(cell, args64, save_workspace):
     return ops.gru_layer_forward(*args64, None, save_workspace)
 
 
-def emulated_forward(emulated, cell, budget, args32, save_workspace):
-    layer = emulated.lstm_layer_forward if cell == "LSTM" else emulated.gru_layer_forward
+def emulated_forward(module, cell, budget, args32, save_workspace):
+    layer = module.lstm_layer_forward if cell == "LSTM" else module.gru_layer_forward
     return layer(budget, *args32, save_workspace)
 
 
@@ -87,10 +87,10 @@ def assert_close_to_float64(got, want, name):
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
 @pytest.mark.parametrize("plan", PLANS)
 @pytest.mark.parametrize("cell", CELLS)
-def test_forward_matches_the_cpu_kernels(emulated, cell, plan, bias):
+def test_forward_matches_the_cpu_kernels(emulated_gated, cell, plan, bias):
     args = layer_args(cell, bias)
     want = cpu_forward(cell, args, True)
-    got = emulated_forward(emulated, cell, PLANS[plan], as_float32(args), True)
+    got = emulated_forward(emulated_gated, cell, PLANS[plan], as_float32(args), True)
     names = ["output", "h_n", "c_n", "workspace"] if cell == "LSTM" else ["output", "h_n", "workspace"]
     for name, g, w in zip(names, got, want, strict=True):
         assert_close_to_float64(g, w, name)
@@ -98,11 +98,11 @@ def test_forward_matches_the_cpu_kernels(emulated, cell, plan, bias):
 
 @pytest.mark.parametrize("plan", PLANS)
 @pytest.mark.parametrize("cell", CELLS)
-def test_forward_without_a_saved_workspace_matches_the_cpu_kernels(emulated, cell, plan):
+def test_forward_without_a_saved_workspace_matches_the_cpu_kernels(emulated_gated, cell, plan):
     # Inference: the kernel overwrites one step's scratch workspace (ws_step = 0) and returns the same states.
     args = layer_args(cell, True)
     want = cpu_forward(cell, args, False)
-    got = emulated_forward(emulated, cell, PLANS[plan], as_float32(args), False)
+    got = emulated_forward(emulated_gated, cell, PLANS[plan], as_float32(args), False)
     assert got[-1].shape == (0,)
     for g, w in zip(got[:-1], want[:-1], strict=True):
         assert_close_to_float64(g, w, "output or final state")
@@ -110,7 +110,7 @@ def test_forward_without_a_saved_workspace_matches_the_cpu_kernels(emulated, cel
 
 @pytest.mark.parametrize("plan", PLANS)
 @pytest.mark.parametrize("cell", CELLS)
-def test_backward_matches_the_cpu_kernels(emulated, cell, plan):
+def test_backward_matches_the_cpu_kernels(emulated_gated, cell, plan):
     # Every gradient (input, initial states, weights, biases) from the emulated backward kernel, run on the CPU
     # forward's output and workspace, against the CPU backward on the same arguments.
     args = layer_args(cell, True)
@@ -120,14 +120,13 @@ def test_backward_matches_the_cpu_kernels(emulated, cell, plan):
     if cell == "LSTM":
         input, hx, cx, w_ih, w_hh, _ = args
         want = ops.lstm_layer_backward(*grads, input, hx, cx, w_ih, w_hh, None, output, workspace, None)[:-1]
-        got = emulated.lstm_layer_backward(PLANS[plan], *as_float32((*grads, input, hx, cx, w_ih, w_hh, output,
-                                                                     workspace)))  # fmt: skip
-        got = got[:-1]  # grad_weight_hr: empty without a projection
+        args32 = as_float32((*grads, input, hx, cx, w_ih, w_hh, output, workspace))
+        got = emulated_gated.lstm_layer_backward(PLANS[plan], *args32)[:-1]  # without grad_weight_hr, empty
     else:
         input, hx, w_ih, w_hh, _, _ = args
         want = ops.gru_layer_backward(*grads, input, hx, w_ih, w_hh, output, workspace, None)
-        got = emulated.gru_layer_backward(PLANS[plan], *as_float32((*grads, input, hx, w_ih, w_hh, output,
-                                                                    workspace)))  # fmt: skip
+        args32 = as_float32((*grads, input, hx, w_ih, w_hh, output, workspace))
+        got = emulated_gated.gru_layer_backward(PLANS[plan], *args32)
     for i, (g, w) in enumerate(zip(got, want, strict=True)):
         assert_close_to_float64(g, w, f"gradient {i}")
 
