@@ -2,7 +2,8 @@
 barriers (tests/cuda_emulation), checked against the CPU kernels in float64: outputs, final states, the saved
 workspace and every gradient. The persistent gated kernels on both their plans (one block per direction, and a
 direction split over blocks that meet at a grid-wide barrier every step); the Elman cluster kernels with one and
-several blocks per cluster. No GPU needed; what it cannot show is in emulated_cuda.h."""
+several blocks per cluster; and the Elman persistent kernels (one-block and split plans) that the CUDA path runs by
+default at small batch. No GPU needed; what it cannot show is in emulated_cuda.h."""
 
 import os
 
@@ -40,6 +41,11 @@ def emulated_gated():
 @pytest.fixture(scope="module")
 def emulated_elman():
     return build("rnnfast_emulated_elman_cluster", "elman_cluster.cpp", ["elman_layer.cpp"])
+
+
+@pytest.fixture(scope="module")
+def emulated_elman_persistent():
+    return build("rnnfast_emulated_elman_persistent", "elman_persistent.cpp", ["elman_layer.cpp"])
 
 
 CELLS = {"LSTM": (lstm_args, 4), "GRU": (gru_args, 3)}
@@ -139,6 +145,12 @@ CLUSTER_PLANS = {
     "four-blocks": ((4, 3, 20), (4, 5, 32, 4, 3)),
     "kpt-64": ((1, 4, 70), (1, 70, 2, 64, 4)),
 }
+# shared-memory budget -> the Elman persistent plan at H = 20, B = 5, two directions: units per block, blocks
+# per direction, batch rows per block, batch blocks, grid-wide barrier.
+ELMAN_PERSISTENT_PLANS = {
+    "one-block": (ONE_BLOCK_BUDGET, (20, 1, 2, 3, False)),
+    "split": (1024, (7, 3, 5, 1, True)),
+}
 
 
 def elman_args(H, relu):
@@ -147,6 +159,20 @@ def elman_args(H, relu):
     scale = 0.5 if relu else 1.0  # keeps relu's states from growing over the steps
     make = lambda *shape: torch.randn(*shape, dtype=torch.float64)  # noqa: E731
     return make(T, B, I), make(D, B, H), make(D, H, I) * scale, make(D, H, H) * scale / H**0.5, make(D, H)
+
+
+def assert_elman_layer_matches_the_cpu_kernels(forward, backward, H, relu):
+    """forward(*args, relu) and backward(*args, relu): an emulated layer op pair, without the plan's arguments."""
+    args = elman_args(H, relu)
+    output, h_n = ops.elman_layer_forward(*args, None, relu)
+    got = forward(*as_float32(args), relu)
+    assert_close_to_float64(got[0], output, "output")
+    assert_close_to_float64(got[1], h_n, "h_n")
+    grads = (torch.randn_like(output), torch.randn_like(h_n))
+    want = ops.elman_layer_backward(*grads, *args[:4], output, None, relu)
+    got = backward(*as_float32((*grads, *args[:4], output)), relu)
+    for name, g, w in zip(["input", "hx", "weight_ih", "weight_hh", "bias"], got, want, strict=True):
+        assert_close_to_float64(g, w, f"grad {name}")
 
 
 @pytest.mark.parametrize("case", CLUSTER_PLANS)
@@ -159,13 +185,22 @@ def test_cluster_plans_are_the_ones_the_cases_name(emulated_elman, case):
 @pytest.mark.parametrize("case", CLUSTER_PLANS)
 def test_elman_cluster_kernels_match_the_cpu_kernels(emulated_elman, case, relu):
     (min_cluster, rows, H), _ = CLUSTER_PLANS[case]
-    args = elman_args(H, relu)
-    output, h_n = ops.elman_layer_forward(*args, None, relu)
-    got = emulated_elman.elman_layer_forward(min_cluster, rows, *as_float32(args), relu)
-    assert_close_to_float64(got[0], output, "output")
-    assert_close_to_float64(got[1], h_n, "h_n")
-    grads = (torch.randn_like(output), torch.randn_like(h_n))
-    want = ops.elman_layer_backward(*grads, *args[:4], output, None, relu)
-    got = emulated_elman.elman_layer_backward(min_cluster, rows, *as_float32((*grads, *args[:4], output)), relu)
-    for name, g, w in zip(["input", "hx", "weight_ih", "weight_hh", "bias"], got, want, strict=True):
-        assert_close_to_float64(g, w, f"grad {name}")
+    assert_elman_layer_matches_the_cpu_kernels(
+        lambda *a: emulated_elman.elman_layer_forward(min_cluster, rows, *a),
+        lambda *a: emulated_elman.elman_layer_backward(min_cluster, rows, *a), H, relu)
+
+
+@pytest.mark.parametrize("case", ELMAN_PERSISTENT_PLANS)
+def test_elman_persistent_plans_are_the_ones_the_cases_name(emulated_elman_persistent, case):
+    budget, expected = ELMAN_PERSISTENT_PLANS[case]
+    assert emulated_elman_persistent.plan(6, 5, 20, 2, budget) == expected
+
+
+@pytest.mark.parametrize("relu", [False, True], ids=["tanh", "relu"])
+@pytest.mark.parametrize("case", ELMAN_PERSISTENT_PLANS)
+def test_elman_persistent_kernels_match_the_cpu_kernels(emulated_elman_persistent, case, relu):
+    # The plans the CUDA path takes by default at small batch (verified on an H200), guarded here without a GPU.
+    budget, _ = ELMAN_PERSISTENT_PLANS[case]
+    assert_elman_layer_matches_the_cpu_kernels(
+        lambda *a: emulated_elman_persistent.elman_layer_forward(budget, *a),
+        lambda *a: emulated_elman_persistent.elman_layer_backward(budget, *a), 20, relu)
