@@ -40,12 +40,7 @@ def emulated_gated():
 
 @pytest.fixture(scope="module")
 def emulated_elman():
-    return build("rnnfast_emulated_elman_cluster", "elman_cluster.cpp", ["elman_layer.cpp"])
-
-
-@pytest.fixture(scope="module")
-def emulated_elman_persistent():
-    return build("rnnfast_emulated_elman_persistent", "elman_persistent.cpp", ["elman_layer.cpp"])
+    return build("rnnfast_emulated_elman", "elman.cpp", ["elman_layer.cpp"])
 
 
 CELLS = {"LSTM": (lstm_args, 4), "GRU": (gru_args, 3)}
@@ -178,7 +173,7 @@ def assert_elman_layer_matches_the_cpu_kernels(forward, backward, H, relu):
 @pytest.mark.parametrize("case", CLUSTER_PLANS)
 def test_cluster_plans_are_the_ones_the_cases_name(emulated_elman, case):
     (min_cluster, rows, H), expected = CLUSTER_PLANS[case]
-    assert emulated_elman.plan(6, 5, H, 2, min_cluster, rows) == expected
+    assert emulated_elman.cluster_plan(6, 5, H, 2, min_cluster, rows) == expected
 
 
 @pytest.mark.parametrize("relu", [False, True], ids=["tanh", "relu"])
@@ -186,21 +181,21 @@ def test_cluster_plans_are_the_ones_the_cases_name(emulated_elman, case):
 def test_elman_cluster_kernels_match_the_cpu_kernels(emulated_elman, case, relu):
     (min_cluster, rows, H), _ = CLUSTER_PLANS[case]
     assert_elman_layer_matches_the_cpu_kernels(
-        lambda *a: emulated_elman.elman_layer_forward(min_cluster, rows, *a),
-        lambda *a: emulated_elman.elman_layer_backward(min_cluster, rows, *a), H, relu)
+        lambda *a: emulated_elman.elman_layer_forward("cluster", min_cluster, rows, *a),
+        lambda *a: emulated_elman.elman_layer_backward("cluster", min_cluster, rows, *a), H, relu)
 
 
 @pytest.mark.parametrize("case", ELMAN_PERSISTENT_PLANS)
-def test_elman_persistent_plans_are_the_ones_the_cases_name(emulated_elman_persistent, case):
+def test_elman_persistent_plans_are_the_ones_the_cases_name(emulated_elman, case):
     budget, expected = ELMAN_PERSISTENT_PLANS[case]
-    assert emulated_elman_persistent.plan(6, 5, 20, 2, budget) == expected
+    assert emulated_elman.persistent_plan(6, 5, 20, 2, budget) == expected
 
 
 @pytest.mark.parametrize("relu", [False, True], ids=["tanh", "relu"])
 @pytest.mark.parametrize("case", ELMAN_PERSISTENT_PLANS)
-def test_elman_persistent_kernels_match_the_cpu_kernels(emulated_elman_persistent, case, relu):
+def test_elman_persistent_kernels_match_the_cpu_kernels(emulated_elman, case, relu):
     # The plans the CUDA path takes by default at small batch (verified on an H200), guarded here without a GPU.
     budget, _ = ELMAN_PERSISTENT_PLANS[case]
     assert_elman_layer_matches_the_cpu_kernels(
-        lambda *a: emulated_elman_persistent.elman_layer_forward(budget, *a),
-        lambda *a: emulated_elman_persistent.elman_layer_backward(budget, *a), 20, relu)
+        lambda *a: emulated_elman.elman_layer_forward("persistent", budget, 0, *a),
+        lambda *a: emulated_elman.elman_layer_backward("persistent", budget, 0, *a), 20, relu)
