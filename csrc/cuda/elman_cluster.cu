@@ -18,7 +18,7 @@ using namespace elman_cluster;
 
 cudaLaunchConfig_t launch_config(const ElmanSizes& s, const ClusterPlan& plan, cudaLaunchAttribute* attribute) {
   cudaLaunchConfig_t config{};
-  config.gridDim = cluster_grid(s, plan);
+  config.gridDim = persistent_grid(s, plan);
   config.blockDim = dim3(kThreads);
   config.dynamicSmemBytes = plan.smem;
   attribute->id = cudaLaunchAttributeClusterDimension;

@@ -287,10 +287,6 @@ inline ClusterParams backward_params(const ElmanSizes& s, const ClusterPlan& pla
   return p;
 }
 
-inline dim3 cluster_grid(const ElmanSizes& s, const ClusterPlan& plan) {
-  return dim3(static_cast<unsigned>(s.D * plan.cluster_size), static_cast<unsigned>(plan.batch_blocks));
-}
-
 }  // namespace elman_cluster
 }  // namespace cuda
 }  // namespace rnnfast

@@ -21,7 +21,7 @@ template <typename Kernel, typename scalar_t>
 void launch(Kernel kernel, PersistentParams<scalar_t> params, const ElmanSizes& s, const Launch& plan, size_t smem) {
   TORCH_CHECK(fits_on_device(kernel, s, plan, smem),
               "rnnfast: the persistent CUDA path cannot hold this layer on the device (B=", s.B, ", H=", s.H, ")");
-  launch_persistent(kernel, params, plan_grid(s, plan), kThreads, smem, plan.grid_sync);
+  launch_persistent(kernel, params, persistent_grid(s, plan), kThreads, smem, plan.grid_sync);
 }
 
 // The persistent kernels' dtypes: all accumulate in float32.

@@ -385,10 +385,6 @@ PersistentParams<scalar_t> backward_params(const ElmanSizes& s, const Launch& pl
   return p;
 }
 
-inline dim3 plan_grid(const ElmanSizes& s, const Launch& plan) {
-  return dim3(static_cast<unsigned>(s.D * plan.blocks_per_direction), static_cast<unsigned>(plan.batch_blocks));
-}
-
 template <typename scalar_t>
 using PersistentKernel = void (*)(PersistentParams<scalar_t>);
 

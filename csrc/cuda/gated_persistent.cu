@@ -25,7 +25,7 @@ void checked_launch(void (*kernel)(Params), const Params& params, const GatedSiz
                     size_t smem) {
   TORCH_CHECK(plan_fits(kernel, s, plan, smem), "rnnfast: the persistent CUDA path cannot hold this layer on the ",
               "device (B=", s.B, ", H=", s.H, ")");
-  launch_persistent(kernel, params, plan_grid(s, plan), kThreads, smem, plan.grid_sync);
+  launch_persistent(kernel, params, persistent_grid(s, plan), kThreads, smem, plan.grid_sync);
 }
 
 }  // namespace

@@ -247,10 +247,6 @@ inline GatedPlan plan_launch(const GatedSizes& s, size_t smem_budget = kSmemBudg
   return plan;
 }
 
-inline dim3 plan_grid(const GatedSizes& s, const GatedPlan& plan) {
-  return dim3(static_cast<unsigned>(s.D * plan.blocks_per_direction), static_cast<unsigned>(plan.batch_blocks));
-}
-
 template <typename Cell>
 auto forward_kernel(const GatedPlan& plan) {
   return plan.grid_sync ? gated_forward_persistent_kernel<Cell, true> : gated_forward_persistent_kernel<Cell, false>;

@@ -71,6 +71,13 @@ void set_sizes_and_plan(Params& p, const Sizes& s, const Plan& plan) {
   p.batch_per_block = plan.batch_per_block;
 }
 
+// The grid of a persistent layer: blockIdx.x over directions and their blocks, blockIdx.y over batch slices, as
+// block_slice reads it.
+template <typename Sizes, typename Plan>
+dim3 persistent_grid(const Sizes& s, const Plan& plan) {
+  return dim3(static_cast<unsigned>(s.D * plan.blocks_per_direction), static_cast<unsigned>(plan.batch_blocks));
+}
+
 // The end of a step of a persistent loop: with kGridSync every block of the grid waits for the others (a
 // cooperative launch); without, only the block's own threads.
 template <bool kGridSync>

@@ -49,13 +49,13 @@ void emulated_forward(at::Tensor& output, const at::Tensor& hx, const at::Tensor
     if (setting.cluster) {
       const auto plan = cluster_plan(s);
       emulation::launch(cluster::forward_kernel<act>(plan.kpt), cluster::forward_params(s, plan, output, hx,
-                        weight_hh, h_n), cluster::cluster_grid(s, plan), cluster::kThreads, plan.smem,
+                        weight_hh, h_n), cuda::persistent_grid(s, plan), cluster::kThreads, plan.smem,
                         plan.cluster_size);  // fmt: skip
     } else {
       const auto plan = persistent::plan_launch(s, static_cast<size_t>(setting.first));
       emulation::launch(persistent::plan_kernel<float, act>(plan, false),
                         persistent::forward_params<float>(s, plan, output, hx, weight_hh, h_n),
-                        persistent::plan_grid(s, plan), persistent::kThreads, plan.forward_smem);
+                        cuda::persistent_grid(s, plan), persistent::kThreads, plan.forward_smem);
     }
   });
 }
@@ -67,13 +67,13 @@ void emulated_backward(at::Tensor& grad_z, at::Tensor& grad_h, const at::Tensor&
     if (setting.cluster) {
       const auto plan = cluster_plan(s);
       emulation::launch(cluster::backward_kernel<act>(plan.kpt), cluster::backward_params(s, plan, grad_z, grad_h,
-                        output, weight_hh), cluster::cluster_grid(s, plan), cluster::kThreads, plan.smem,
+                        output, weight_hh), cuda::persistent_grid(s, plan), cluster::kThreads, plan.smem,
                         plan.cluster_size);  // fmt: skip
     } else {
       const auto plan = persistent::plan_launch(s, static_cast<size_t>(setting.first));
       emulation::launch(persistent::plan_kernel<float, act>(plan, true),
                         persistent::backward_params<float>(s, plan, grad_z, grad_h, output, weight_hh),
-                        persistent::plan_grid(s, plan), persistent::kThreads, plan.backward_smem);
+                        cuda::persistent_grid(s, plan), persistent::kThreads, plan.backward_smem);
     }
   });
 }

@@ -32,8 +32,8 @@ void emulated_forward(GatedForwardBuffers& buf, const GatedSizes& s, const int64
   fill_nan(buf.output);
   fill_nan(buf.workspace);
   const at::Tensor gates_x = whole_input_projection(buf, s);
-  emulation::launch(forward_kernel<Cell>(plan), forward_params(buf, s, plan, gates_x), plan_grid(s, plan), kThreads,
-                    plan.forward_smem);
+  emulation::launch(forward_kernel<Cell>(plan), forward_params(buf, s, plan, gates_x),
+                    cuda::persistent_grid(s, plan), kThreads, plan.forward_smem);
 }
 
 template <typename Cell>
@@ -43,8 +43,8 @@ void emulated_backward(GatedBackwardBuffers& buf, const GatedSizes& s, const int
   const GatedPlan plan = plan_launch(s, smem_budget);
   fill_nan(buf.grad_gates_x);
   fill_nan(buf.grad_gates_h);
-  emulation::launch(backward_kernel<Cell>(plan), backward_params(buf, s, plan), plan_grid(s, plan), kThreads,
-                    plan.backward_smem);
+  emulation::launch(backward_kernel<Cell>(plan), backward_params(buf, s, plan), cuda::persistent_grid(s, plan),
+                    kThreads, plan.backward_smem);
 }
 
 // The plan for a layer of `gates` gates: units per block, blocks per direction, batch rows per block, batch
