@@ -109,8 +109,10 @@ def implementations(B, H, T, device, dtype, cell="RNN"):
 
     impls = {"cudnn" if device == "cuda" else "torch.nn": (forward(reference), training(reference))}
     # For the LSTM and GRU, auto is the general path (the persistent one is opt-in until a GPU check verifies it).
-    # The Elman cluster plan (opt-in, RNNFAST_CUDA_PATH=cluster) is timed at the small batches it is meant for.
-    paths = ["general", "persistent"] + (["auto"] + (["cluster"] if B <= 16 else []) if cell == "RNN" else [])
+    # The Elman cluster plan (opt-in, RNNFAST_CUDA_PATH=cluster) is timed at the small batches it is meant for, the
+    # Elman fused-step path (opt-in, RNNFAST_CUDA_PATH=fused) everywhere.
+    elman_paths = ["auto"] + (["cluster"] if B <= 16 else []) + ["fused"]
+    paths = ["general", "persistent"] + (elman_paths if cell == "RNN" else [])
     if device != "cuda":
         paths = ["cpu"]
     takes_persistent = lambda: uses_persistent(cell, x, fast.weight_hh_l0)  # noqa: E731
@@ -121,7 +123,8 @@ def implementations(B, H, T, device, dtype, cell="RNN"):
     return impls
 
 
-def run(grid, device, dtype, warmup, repeats, progress=sys.stderr, cell="RNN"):
+def run(grid, device, dtype, warmup, repeats, progress=sys.stderr, cell="RNN", on_shape=None):
+    """Times every shape of grid; on_shape(rows), if given, receives the rows so far after each shape."""
     time_call = make_timer(device)
     rows = []
     for i, (B, H, T) in enumerate(grid):
@@ -129,8 +132,21 @@ def run(grid, device, dtype, warmup, repeats, progress=sys.stderr, cell="RNN"):
         for mode, index in [("forward", 0), ("forward+backward", 1)]:
             medians = median_times({name: fns[index] for name, fns in impls.items()}, time_call, warmup, repeats)
             rows.append(dict(batch=B, hidden=H, seq_len=T, mode=mode, seconds=medians))
+        if on_shape is not None:
+            on_shape(rows)
         print(f"[{i + 1}/{len(grid)}] B={B} H={H} T={T}", file=progress, flush=True)
     return rows
+
+
+def write_results(out, rows, meta):
+    """gpu_check.json and gpu_check.md in out; returns the table."""
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "gpu_check.json"), "w") as f:
+        json.dump(dict(meta=meta, rows=rows), f, indent=1)
+    table = markdown(rows, meta)
+    with open(os.path.join(out, "gpu_check.md"), "w") as f:
+        f.write(table)
+    return table
 
 
 def markdown(rows, meta):
@@ -170,20 +186,16 @@ def main(argv=None):
     # The same arithmetic on both sides: exact float32 products, not cuDNN's default TF32.
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
-    rows = run(GRIDS[args.grid], args.device, dtype, args.warmup, args.repeats, cell=args.cell)
     meta = dict(
         device=args.device,
         device_name=torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu",
         torch=torch.__version__, dtype=args.dtype, warmup=args.warmup, repeats=args.repeats, cell=args.cell,
         command=" ".join([sys.executable] + sys.argv),
     )  # fmt: skip
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "gpu_check.json"), "w") as f:
-        json.dump(dict(meta=meta, rows=rows), f, indent=1)
-    table = markdown(rows, meta)
-    with open(os.path.join(args.out, "gpu_check.md"), "w") as f:
-        f.write(table)
-    print(table)
+    # Written after every shape, so that a run its time limit cuts short keeps the shapes it measured.
+    rows = run(GRIDS[args.grid], args.device, dtype, args.warmup, args.repeats, cell=args.cell,
+               on_shape=lambda rows: write_results(args.out, rows, meta))  # fmt: skip
+    print(write_results(args.out, rows, meta))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,30 @@ def test_gpu_check_writes_a_json_and_a_table_covering_every_shape_and_mode(tmp_p
     assert sum(line.startswith("| 2 | 8 | 16 |") or line.startswith("| 4 | 16 | 8 |") for line in table) == 4
 
 
+def test_gpu_check_run_cut_short_keeps_the_shapes_it_measured(tmp_path, monkeypatch):
+    # gpu_check.sh gives each timing step a time limit: a run stopped during its second shape must leave the first
+    # shape's rows in gpu_check.json and gpu_check.md. The stop is simulated by the timer failing on that shape.
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import gpu_check
+
+    calls = []
+    real_median_times = gpu_check.median_times
+
+    def median_times_until_the_second_shape(*args):
+        calls.append(None)
+        if len(calls) > 2:  # two modes a shape
+            raise KeyboardInterrupt("time limit")
+        return real_median_times(*args)
+
+    monkeypatch.setattr(gpu_check, "median_times", median_times_until_the_second_shape)
+    with pytest.raises(KeyboardInterrupt):
+        gpu_check.main(["--device", "cpu", "--grid", "tiny", "--repeats", "1", "--warmup", "0", "--out", str(tmp_path)])
+    rows = json.loads((tmp_path / "gpu_check.json").read_text())["rows"]
+    assert [(r["batch"], r["hidden"], r["seq_len"], r["mode"]) for r in rows] == [
+        (2, 8, 16, "forward"), (2, 8, 16, "forward+backward")]  # fmt: skip
+    assert sum(line.startswith("| 2 | 8 | 16 |") for line in (tmp_path / "gpu_check.md").read_text().splitlines()) == 2
+
+
 @pytest.mark.parametrize("cell", ["LSTM", "GRU"])
 def test_gpu_check_times_the_gated_layers_against_torch_nn(tmp_path, cell):
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--grid", "tiny",
