@@ -1,6 +1,6 @@
-"""The CUDA kernels against torch.nn.RNN on CUDA (cuDNN), on every CUDA path (general, persistent, and the
-persistent path's cluster plan, which runs float32 on sm_90 GPUs and leaves the rest to the general path) and
-every dtype.
+"""The CUDA kernels against torch.nn.RNN on CUDA (cuDNN), on every CUDA path (general, persistent, the persistent
+path's cluster plan, which runs float32 on sm_90 GPUs and leaves the rest to the general path, and the fused-step
+path) and every dtype.
 Every test here is marked cuda and skips where no GPU is visible."""
 
 import itertools
@@ -14,7 +14,7 @@ from rnn_pairs import assert_twins_agree, outputs_and_grads, twin_rnns
 
 pytestmark = pytest.mark.cuda
 ops = torch.ops.rnnfast
-PATHS = ["general", "persistent", "cluster"]
+PATHS = ["general", "persistent", "cluster", "fused"]
 
 
 @pytest.fixture(autouse=True)
@@ -114,7 +114,7 @@ def test_low_precision_error_is_within_a_small_multiple_of_cudnn_error(cuda_path
 
 
 @pytest.mark.parametrize("D,relu,packed", [(1, False, False), (2, True, False), (2, False, True)])
-def test_ops_pass_gradcheck_and_opcheck_on_cuda(D, relu, packed):
+def test_ops_pass_gradcheck_and_opcheck_on_cuda(cuda_path, D, relu, packed):
     T, B, I, H = 4, 3, 2, 3
     make = lambda *s: torch.randn(*s, dtype=torch.float64, device="cuda", requires_grad=True)  # noqa: E731
     batch_sizes = torch.tensor([3, 3, 2, 1]) if packed else None
@@ -138,7 +138,7 @@ def test_state_on_another_device_is_a_clear_error():
 
 def test_unknown_cuda_path_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("RNNFAST_CUDA_PATH", "fastest")
-    with pytest.raises(RuntimeError, match="RNNFAST_CUDA_PATH must be general, persistent, auto or cluster"):
+    with pytest.raises(RuntimeError, match="RNNFAST_CUDA_PATH must be general, persistent, auto, cluster or fused"):
         rnnfast.RNN(4, 3).cuda()(torch.randn(5, 2, 4, device="cuda"))
 
 

@@ -2,8 +2,9 @@
 barriers (tests/cuda_emulation), checked against the CPU kernels in float64: outputs, final states, the saved
 workspace and every gradient. The persistent gated kernels on both their plans (one block per direction, and a
 direction split over blocks that meet at a grid-wide barrier every step); the Elman cluster kernels with one and
-several blocks per cluster; and the Elman persistent kernels (one-block and split plans) that the CUDA path runs by
-default at small batch. No GPU needed; what it cannot show is in emulated_cuda.h."""
+several blocks per cluster; the Elman persistent kernels (one-block and split plans) that the CUDA path runs by
+default at small batch; and the Elman fused-step kernels with their host loops, in float64 and float32, packed
+sequences included. No GPU needed; what it cannot show is in emulated_cuda.h."""
 
 import os
 
@@ -41,6 +42,11 @@ def emulated_gated():
 @pytest.fixture(scope="module")
 def emulated_elman():
     return build("rnnfast_emulated_elman", "elman.cpp", ["elman_layer.cpp"])
+
+
+@pytest.fixture(scope="module")
+def emulated_fused_step():
+    return build("rnnfast_emulated_elman_fused_step", "elman_fused_step.cpp", ["elman_layer.cpp"])
 
 
 CELLS = {"LSTM": (lstm_args, 4), "GRU": (gru_args, 3)}
@@ -199,3 +205,50 @@ def test_elman_persistent_kernels_match_the_cpu_kernels(emulated_elman, case, re
     assert_elman_layer_matches_the_cpu_kernels(
         lambda *a: emulated_elman.elman_layer_forward("persistent", budget, 0, *a),
         lambda *a: emulated_elman.elman_layer_backward("persistent", budget, 0, *a), 20, relu)
+
+
+# name -> T, B, H, D, batch_sizes. The kernels' tiles are 16 batch rows by 64 columns, and K is staged 256
+# (float32) or 128 (float64) at a time: one tile; 2 x 2 tiles a direction, both directions in each launch; the
+# same packed (rows ending at every step, two tiles' rows included); K in two chunks (float64).
+FUSED_STEP_CASES = {
+    "one-tile": (5, 3, 20, 1, None),
+    "tiles-bidirectional": (4, 20, 70, 2, None),
+    "tiles-bidirectional-packed": (5, 20, 70, 2, [20, 17, 17, 9, 2]),
+    "two-chunks": (3, 2, 130, 1, None),
+}
+
+
+def fused_step_args(case, relu, dtype):
+    T, B, H, D, batch_sizes = FUSED_STEP_CASES[case]
+    torch.manual_seed(1)
+    scale = 0.5 if relu else 1.0  # keeps relu's states from growing over the steps
+    make = lambda *shape: torch.randn(*shape, dtype=dtype)  # noqa: E731
+    return (make(T, B, 3), make(D, B, H), make(D, H, 3) * scale, make(D, H, H) * scale / H**0.5, make(D, H),
+            None if batch_sizes is None else torch.tensor(batch_sizes))  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("relu", [False, True], ids=["tanh", "relu"])
+@pytest.mark.parametrize("case", FUSED_STEP_CASES)
+def test_elman_fused_step_kernels_match_the_cpu_kernels(emulated_fused_step, case, relu, dtype):
+    # Against the CPU kernels in float64: to rounding in float64 (the sums run in another order), to float32's
+    # precision in float32. Outputs (zeros past each packed row's end included), h_n and every gradient.
+    args = fused_step_args(case, relu, torch.float64)
+    batch_sizes = args[-1]
+    def close(got, want, name):
+        if dtype == torch.float32:
+            assert_close_to_float64(got, want, name)
+        else:
+            torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12, msg=lambda m: f"{name}: {m}")
+
+    cast = lambda ts: tuple(t.to(dtype) if t is not None and t.is_floating_point() else t for t in ts)  # noqa: E731
+    output, h_n = ops.elman_layer_forward(*args, relu)
+    got = emulated_fused_step.elman_layer_forward(*cast(args), relu)
+    close(got[0].double(), output, "output")
+    close(got[1].double(), h_n, "h_n")
+    grads = (torch.randn_like(output), torch.randn_like(h_n))
+    backward_args = (*grads, *args[:4], output, batch_sizes)
+    want = ops.elman_layer_backward(*backward_args, relu)
+    got = emulated_fused_step.elman_layer_backward(*cast(backward_args), relu)
+    for name, g, w in zip(["input", "hx", "weight_ih", "weight_hh", "bias"], got, want, strict=True):
+        close(g.double(), w, f"grad {name}")

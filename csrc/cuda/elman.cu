@@ -3,7 +3,9 @@
 //    projection + recurrent term, activation, store, and h_n for rows that end at this step); any shape and
 //    dtype, packed sequences included;
 //  - persistent (elman_persistent.cu): one launch for the whole sequence, for small batches; and its cluster plan
-//    (elman_cluster.cu), opt-in under RNNFAST_CUDA_PATH=cluster.
+//    (elman_cluster.cu), opt-in under RNNFAST_CUDA_PATH=cluster;
+//  - fused step (elman_fused_step.cu): the general path's loop with one launch a step, opt-in under
+//    RNNFAST_CUDA_PATH=fused.
 // RNNFAST_CUDA_PATH=general|persistent|auto picks (path_setting.h; choose_path for what auto means here).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -19,6 +21,7 @@
 #include "../elman_layer.h"
 #include "cublas_gemm.h"
 #include "elman_cluster.h"
+#include "elman_fused_step.h"
 #include "elman_persistent.h"
 #include "launch.h"
 #include "path_setting.h"
@@ -138,7 +141,7 @@ void general_backward_recurrence(at::Tensor& grad_z, at::Tensor& grad_h, const a
   });
 }
 
-enum class CudaPath { General, Persistent, Cluster };
+enum class CudaPath { General, Persistent, Cluster, FusedStep };
 
 // Under RNNFAST_CUDA_PATH=auto (path_setting.h), the persistent path where the H200 measurements of BENCHMARKS.md
 // found it faster than the general path, i.e. the one-block plan up to batch 64, and the split plan for
@@ -151,6 +154,7 @@ CudaPath choose_path(const ElmanSizes& s, at::ScalarType dtype, bool packed) {
   if (setting == PathSetting::Cluster) {
     return cluster_supported(s, dtype, packed) ? CudaPath::Cluster : CudaPath::General;
   }
+  if (setting == PathSetting::Fused) return fused_step_supported(s) ? CudaPath::FusedStep : CudaPath::General;
   if (!persistent_supported(s, dtype, packed)) return CudaPath::General;
   if (setting == PathSetting::Persistent) return CudaPath::Persistent;
   const bool pays = persistent_needs_grid_sync(s) ? (s.B <= 4 || (s.B <= 16 && s.H <= 512)) : s.B <= 64;
@@ -163,6 +167,8 @@ void forward_recurrence_cuda(at::Tensor& output, const at::Tensor& hx, const at:
   const CudaPath path = choose_path(s, output.scalar_type(), batch_sizes != nullptr);
   if (path == CudaPath::Cluster) {
     cluster_forward_recurrence(output, hx, weight_hh, h_n, s, relu);
+  } else if (path == CudaPath::FusedStep) {
+    fused_step_forward_recurrence(output, hx, weight_hh, h_n, s, batch_sizes, relu);
   } else if (path == CudaPath::Persistent) {
     persistent_forward_recurrence(output, hx, weight_hh, h_n, s, relu);
   } else {
@@ -177,6 +183,8 @@ void backward_recurrence_cuda(at::Tensor& grad_z, at::Tensor& grad_h, const at::
   const CudaPath path = choose_path(s, grad_z.scalar_type(), batch_sizes != nullptr);
   if (path == CudaPath::Cluster) {
     cluster_backward_recurrence(grad_z, grad_h, output, weight_hh, s, relu);
+  } else if (path == CudaPath::FusedStep) {
+    fused_step_backward_recurrence(grad_z, grad_h, output, weight_hh, s, batch_sizes, relu);
   } else if (path == CudaPath::Persistent) {
     persistent_backward_recurrence(grad_z, grad_h, output, weight_hh, s, relu);
   } else {
@@ -204,7 +212,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> elman_lay
 bool elman_cuda_uses_persistent(const at::Tensor& input, const at::Tensor& weight_hh, bool packed) {
   const ElmanSizes s{input.size(0), input.size(1), input.size(2), weight_hh.size(1), weight_hh.size(0)};
   const c10::cuda::CUDAGuard guard(input.device());
-  return choose_path(s, input.scalar_type(), packed) != CudaPath::General;
+  const CudaPath path = choose_path(s, input.scalar_type(), packed);
+  return path == CudaPath::Persistent || path == CudaPath::Cluster;
 }
 
 }  // namespace

@@ -5,7 +5,9 @@
 //   auto (the default): each cell's own rule, the persistent path only where a GPU check has verified it and
 //   measured it faster (elman.cu, gated.cu);
 //   cluster: the Elman layer's cluster plan (elman_cluster.h) wherever it can run, else the general path; the
-//   gated layers' general path. Opt-in until a GPU check has verified and timed it.
+//   gated layers' general path. Opt-in until a GPU check has verified and timed it;
+//   fused: the Elman layer's fused-step path (elman_fused_step.h: one launch a step, rnnfast's own product)
+//   wherever it can run, else the general path; the gated layers' general path. Opt-in likewise.
 #pragma once
 
 #include <c10/util/Exception.h>
@@ -16,7 +18,7 @@
 namespace rnnfast {
 namespace cuda {
 
-enum class PathSetting { General, Persistent, Auto, Cluster };
+enum class PathSetting { General, Persistent, Auto, Cluster, Fused };
 
 inline PathSetting cuda_path_setting() {
   const char* env = std::getenv("RNNFAST_CUDA_PATH");
@@ -24,8 +26,9 @@ inline PathSetting cuda_path_setting() {
   if (!std::strcmp(mode, "general")) return PathSetting::General;
   if (!std::strcmp(mode, "persistent")) return PathSetting::Persistent;
   if (!std::strcmp(mode, "cluster")) return PathSetting::Cluster;
+  if (!std::strcmp(mode, "fused")) return PathSetting::Fused;
   TORCH_CHECK(!std::strcmp(mode, "auto"),
-              "rnnfast: RNNFAST_CUDA_PATH must be general, persistent, auto or cluster, got '", mode, "'");
+              "rnnfast: RNNFAST_CUDA_PATH must be general, persistent, auto, cluster or fused, got '", mode, "'");
   return PathSetting::Auto;
 }
 
