@@ -3,8 +3,8 @@ barriers (tests/cuda_emulation), checked against the CPU kernels in float64: out
 workspace and every gradient. The persistent gated kernels on both their plans (one block per direction, and a
 direction split over blocks that meet at a grid-wide barrier every step); the Elman cluster kernels with one and
 several blocks per cluster; the Elman persistent kernels (one-block and split plans) that the CUDA path runs by
-default at small batch; and the Elman fused-step kernels with their host loops, in float64 and float32, packed
-sequences included. No GPU needed; what it cannot show is in emulated_cuda.h."""
+default at small batch; and the kernels of RNNFAST_CUDA_PATH=fused: the Elman fused-step kernels with their host
+loops, in float64 and float32, packed sequences included, and the tiled per-step product of the gated loops. No GPU needed; what it cannot show is in emulated_cuda.h."""
 
 import os
 
@@ -46,7 +46,7 @@ def emulated_elman():
 
 @pytest.fixture(scope="module")
 def emulated_fused_step():
-    return build("rnnfast_emulated_elman_fused_step", "elman_fused_step.cpp", ["elman_layer.cpp"])
+    return build("rnnfast_emulated_fused_step", "fused_step.cpp", ["elman_layer.cpp"])
 
 
 CELLS = {"LSTM": (lstm_args, 4), "GRU": (gru_args, 3)}
@@ -252,3 +252,28 @@ def test_elman_fused_step_kernels_match_the_cpu_kernels(emulated_fused_step, cas
     got = emulated_fused_step.elman_layer_backward(*cast(backward_args), relu)
     for name, g, w in zip(["input", "hx", "weight_ih", "weight_hh", "bias"], got, want, strict=True):
         close(g.double(), w, f"grad {name}")
+
+
+# (m, k, n): one tile; rows and columns past a tile's end, K in two float64 chunks; a gated step's shapes (the
+# LSTM's h (B x P) @ W_hh^T (P x 4H), its backward's (B x 4H) @ (4H x P)).
+TILED_PRODUCT_SHAPES = [(3, 5, 7), (17, 130, 65), (5, 24, 96), (5, 96, 24)]
+
+
+@pytest.mark.parametrize("accumulate", [False, True], ids=["fresh", "accumulate"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("m,k,n", TILED_PRODUCT_SHAPES, ids=str)
+def test_tiled_step_product_matches_a_float64_matmul(emulated_fused_step, m, k, n, dtype, accumulate):
+    # Operands are views into wider buffers (row strides past their widths), as the step slices of a sequence are;
+    # a fresh product must not read the NaN its output held, an accumulating one adds to it.
+    torch.manual_seed(2)
+    a = torch.randn(m, k + 3, dtype=torch.float64)[:, :k]
+    b = torch.randn(k, n + 2, dtype=torch.float64)[:, :n]
+    c_buffer = torch.randn(m, n + 1, dtype=torch.float64)
+    c0 = c_buffer[:, :n]
+    c = (c_buffer.to(dtype, copy=True) if accumulate else torch.full((m, n + 1), float("nan"), dtype=dtype))[:, :n]
+    emulated_fused_step.tiled_product(a.to(dtype), b.to(dtype), c, accumulate)
+    want = a @ b + (c0 if accumulate else 0)
+    if dtype == torch.float64:
+        torch.testing.assert_close(c, want, rtol=1e-12, atol=1e-12)
+    else:
+        assert_close_to_float64(c, want, "product")

@@ -1,5 +1,6 @@
-"""The CUDA LSTM and GRU kernels, on both paths (general; persistent under RNNFAST_CUDA_PATH=persistent), against
-torch.nn.LSTM / GRU on CUDA (cuDNN). Every test here is marked cuda and skips where no GPU is visible."""
+"""The CUDA LSTM and GRU kernels, on every path (general; persistent under RNNFAST_CUDA_PATH=persistent; the general
+loop with rnnfast's tiled per-step products under RNNFAST_CUDA_PATH=fused), against torch.nn.LSTM / GRU on CUDA
+(cuDNN). Every test here is marked cuda and skips where no GPU is visible."""
 
 import pytest
 import torch
@@ -33,6 +34,19 @@ def on_cuda(args, batch_sizes, requires_grad=False):
                  else a for a in args)  # fmt: skip
 
 
+@pytest.fixture(params=["general", "persistent", "fused"])
+def cuda_path(request, monkeypatch):
+    monkeypatch.setenv("RNNFAST_CUDA_PATH", request.param)
+    return request.param
+
+
+@pytest.fixture(params=["general", "fused"])
+def product_path(request, monkeypatch):
+    """The paths that run float64 and packed input: the general loop with cuBLAS's or rnnfast's tiled products."""
+    monkeypatch.setenv("RNNFAST_CUDA_PATH", request.param)
+    return request.param
+
+
 def test_gated_kernels_are_registered_for_cuda():
     for op in ["lstm_layer_forward", "lstm_layer_backward", "gru_layer_forward", "gru_layer_backward"]:
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"rnnfast::{op}", "CUDA")
@@ -41,7 +55,7 @@ def test_gated_kernels_are_registered_for_cuda():
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("num_layers,bidirectional,batch_first,bias",
                          [(1, False, False, True), (2, True, False, True), (2, True, True, False)])  # fmt: skip
-def test_float64_matches_cudnn(kind, num_layers, bidirectional, batch_first, bias):
+def test_float64_matches_cudnn(product_path, kind, num_layers, bidirectional, batch_first, bias):
     name, extra = KINDS[kind]
     T, B, I, H = 9, 4, 5, 16
     options = dict(num_layers=num_layers, bias=bias, batch_first=batch_first, bidirectional=bidirectional)
@@ -52,7 +66,7 @@ def test_float64_matches_cudnn(kind, num_layers, bidirectional, batch_first, bia
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_packed_sequences_match_cudnn(kind):
+def test_packed_sequences_match_cudnn(product_path, kind):
     name, extra = KINDS[kind]
     lengths = [3, 7, 1, 5, 7, 2]
     packed = pack_sequence([torch.randn(n, 4, device="cuda", dtype=torch.float64) for n in lengths],
@@ -60,12 +74,6 @@ def test_packed_sequences_match_cudnn(kind):
     reference, fast = twin_modules(name, torch.float64, "cuda", input_size=4, hidden_size=5, num_layers=2,
                                    bidirectional=True, **extra)  # fmt: skip
     assert_twins_agree(reference, fast, packed, initial_state(name, extra, 4, len(lengths), 5))
-
-
-@pytest.fixture(params=["general", "persistent"])
-def cuda_path(request, monkeypatch):
-    monkeypatch.setenv("RNNFAST_CUDA_PATH", request.param)
-    return request.param
 
 
 def assert_takes_path(path, kind, x, weight_hh):
@@ -102,7 +110,7 @@ def test_float32_error_within_multiple_of_cudnn(cuda_path, kind, B, H):
 
 
 @pytest.mark.parametrize("packed", [False, True])
-def test_gated_ops_pass_gradcheck_and_opcheck_on_cuda(packed):
+def test_gated_ops_pass_gradcheck_and_opcheck_on_cuda(product_path, packed):
     batch_sizes = torch.tensor([3, 3, 2, 1]) if packed else None
     for args, op, outputs in [(lstm_args(D=2, H=4, P=2, batch_sizes=batch_sizes), ops.lstm_layer_forward, 3),
                               (gru_args(D=2, batch_sizes=batch_sizes), ops.gru_layer_forward, 2)]:  # fmt: skip

@@ -15,7 +15,6 @@
 #include "../cell_math.h"
 #include "../elman_args.h"
 #include "../layer_states.h"
-#include "persistent_device.cuh"
 #include "step_product.cuh"
 
 namespace rnnfast {
@@ -73,12 +72,6 @@ template <typename Params>
 __device__ __forceinline__ StepRows step_rows(const Params& p, int d) {
   return d == 0 ? p.step[0] : p.step[1];
 }
-
-// One declaration of the dynamic shared memory for every instance (float, double, 16-bit staged widened), whose
-// types would otherwise clash; double keeps it aligned for all of them.
-#define RNNFAST_STEP_SHARED(acc_t, name) \
-  RNNFAST_DYNAMIC_SHARED(double, step_shared_raw); \
-  acc_t* name = reinterpret_cast<acc_t*>(step_shared_raw)
 
 template <typename scalar_t, typename acc_t, Activation A>
 __global__ void __launch_bounds__(kThreads) forward_step_kernel(ForwardParams<scalar_t> p) {

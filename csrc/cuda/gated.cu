@@ -2,7 +2,9 @@
 // for the recurrent term and one fused pointwise kernel running the cell description of gate_math.h (gates,
 // state update, saved quantities, and the zeros past a row's length), into buffers allocated once per call;
 // float32 and float64, with 16-bit layers run on float32 copies (csrc/widened.h). The persistent path
-// (gated_persistent.cu) runs under RNNFAST_CUDA_PATH=persistent only, until a GPU check has verified it.
+// (gated_persistent.cu) runs under RNNFAST_CUDA_PATH=persistent only, until a GPU check has verified it; under
+// RNNFAST_CUDA_PATH=fused the per-step products run on rnnfast's tiles instead of cuBLAS (step_gemm.h), likewise
+// opt-in.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <c10/cuda/CUDAException.h>
@@ -15,10 +17,10 @@
 #include "../gate_math.h"
 #include "../gated_layer.h"
 #include "../widened.h"
-#include "cublas_gemm.h"
 #include "gated_persistent.h"
 #include "launch.h"
 #include "path_setting.h"
+#include "step_gemm.h"
 
 namespace rnnfast {
 namespace cuda {
@@ -96,6 +98,19 @@ __global__ void backward_cells_kernel(const scalar_t* __restrict__ grad_out, int
                  grad_gates_x + b * ld_gates, grad_gates_h + b * ld_gates, grad_h_direct + b * P, j, H);
 }
 
+// A weight (D, n, k) transposed to (D, k, n) for the tiled products, which read their weight along its rows; an
+// undefined tensor for cuBLAS, which reads it in place.
+template <typename scalar_t>
+at::Tensor transposed_for(const StepGemm<scalar_t>& product, const at::Tensor& weight) {
+  return product.tiled() ? weight.transpose(1, 2).contiguous() : at::Tensor();
+}
+
+// Direction d's slice of a (D, ...) tensor, or null for an undefined one.
+template <typename scalar_t>
+const scalar_t* row_of(const at::Tensor& t, int64_t d) {
+  return t.defined() ? t.const_data_ptr<scalar_t>() + d * (t.numel() / t.size(0)) : nullptr;
+}
+
 // The persistent path only where asked for (RNNFAST_CUDA_PATH=persistent): under auto the general path, as the
 // persistent gated kernels have not been through a GPU check yet.
 template <typename Cell>
@@ -119,9 +134,10 @@ void forward_recurrence_cuda(GatedForwardBuffers& buf, const GatedSizes& s, cons
     const bool projected = buf.weight_hr.defined();
     at::Tensor m = projected ? at::empty({s.D, B, H}, buf.output.options()) : at::Tensor();  // (D, B, H)
     const auto stream = c10::cuda::getCurrentCUDAStream();
-    // Fetched once: setting the handle up per step would cost more host time than the step's launches.
-    const cublasHandle_t handle = at::cuda::getCurrentCUDABlasHandle();
-    const bool tf32 = at::globalContext().allowTF32CuDNN();
+    const StepGemm<scalar_t> product(cuda_path_setting() == PathSetting::Fused);
+    // The tiles' operands: W_hh^T (D, P, G*H) and W_hr^T (D, H, P).
+    const at::Tensor weight_hh_t = transposed_for(product, buf.weight_hh);
+    const at::Tensor weight_hr_t = projected ? transposed_for(product, buf.weight_hr) : at::Tensor();
     for (int64_t i = 0; i < s.T; ++i) {
       for (int64_t d = 0; d < s.D; ++d) {
         const int64_t t = step_at(d, i, s.T), rows = rows_at(batch_sizes, t, B);
@@ -129,8 +145,8 @@ void forward_recurrence_cuda(GatedForwardBuffers& buf, const GatedSizes& s, cons
         scalar_t* gh = gates_h.data_ptr<scalar_t>() + d * B * GH;
         scalar_t* m_d = projected ? m.data_ptr<scalar_t>() + d * B * H : nullptr;
         scalar_t* out_t = buf.output.data_ptr<scalar_t>() + t * B * ld_out + d * P;
-        gemm_row_major<scalar_t, scalar_t>(handle, tf32, true, rows, GH, P, h, P,
-                                           buf.weight_hh.data_ptr<scalar_t>() + d * GH * P, P, gh, GH);
+        product.times_transposed(rows, GH, P, h, P, buf.weight_hh.data_ptr<scalar_t>() + d * GH * P, P,
+                                 row_of<scalar_t>(weight_hh_t, d), gh, GH);
         forward_cells_kernel<Cell, scalar_t><<<blocks_for(B * H), kElementwiseThreads, 0, stream>>>(
             gates_x.data_ptr<scalar_t>() + t * B * ld_gates + d * GH, ld_gates, gh,
             buf.bias_h.defined() ? buf.bias_h.data_ptr<scalar_t>() + d * GH : nullptr,
@@ -138,8 +154,8 @@ void forward_recurrence_cuda(GatedForwardBuffers& buf, const GatedSizes& s, cons
             buf.c.defined() ? buf.c.data_ptr<scalar_t>() + d * B * H : nullptr, m_d, out_t, ld_out, B, H, P, rows);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
         if (projected) {
-          gemm_row_major<scalar_t, scalar_t>(handle, tf32, true, rows, P, H, m_d, H,
-                                             buf.weight_hr.data_ptr<scalar_t>() + d * P * H, H, h, P);
+          product.times_transposed(rows, P, H, m_d, H, buf.weight_hr.data_ptr<scalar_t>() + d * P * H, H,
+                                   row_of<scalar_t>(weight_hr_t, d), h, P);
           store_projected_kernel<scalar_t><<<blocks_for(rows * P), kElementwiseThreads, 0, stream>>>(h, out_t, ld_out,
                                                                                                   P, rows);
           C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -163,8 +179,7 @@ void backward_recurrence_cuda(GatedBackwardBuffers& buf, const GatedSizes& s, co
     at::Tensor grad_m = projected ? at::empty({s.D, B, H}, buf.grad_h_seq.options()) : at::Tensor();  // (D, B, H)
     const bool separate = buf.grad_gates_h.defined();
     const auto stream = c10::cuda::getCurrentCUDAStream();
-    const cublasHandle_t handle = at::cuda::getCurrentCUDABlasHandle();
-    const bool tf32 = at::globalContext().allowTF32CuDNN();
+    const StepGemm<scalar_t> product(cuda_path_setting() == PathSetting::Fused);
     const scalar_t beta = Cell::spec.direct_hidden_path ? 1 : 0;
     for (int64_t i = s.T - 1; i >= 0; --i) {
       for (int64_t d = 0; d < s.D; ++d) {
@@ -178,8 +193,7 @@ void backward_recurrence_cuda(GatedBackwardBuffers& buf, const GatedSizes& s, co
                                                                                               B, P, rows);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
         if (projected) {
-          gemm_row_major<scalar_t, scalar_t>(handle, tf32, false, rows, H, P, dh_t, ld_out,
-                                             buf.weight_hr.data_ptr<scalar_t>() + d * P * H, H, grad_m_d, H);
+          product.times(rows, H, P, dh_t, ld_out, buf.weight_hr.data_ptr<scalar_t>() + d * P * H, H, grad_m_d, H);
         }
         backward_cells_kernel<Cell, scalar_t><<<blocks_for(B * H), kElementwiseThreads, 0, stream>>>(
             projected ? grad_m_d : dh_t, projected ? H : ld_out,
@@ -189,8 +203,8 @@ void backward_recurrence_cuda(GatedBackwardBuffers& buf, const GatedSizes& s, co
         C10_CUDA_KERNEL_LAUNCH_CHECK();
         // dL/dh_{t-1} for the running rows: the recurrent product, added to the direct part where the cell wrote
         // one. The other rows keep the gradient they hold.
-        gemm_row_major<scalar_t, scalar_t>(handle, tf32, false, rows, P, GH, dgh_t, ld_gates,
-                                           buf.weight_hh.data_ptr<scalar_t>() + d * GH * P, P, carry_h, P, beta);
+        product.times(rows, P, GH, dgh_t, ld_gates, buf.weight_hh.data_ptr<scalar_t>() + d * GH * P, P, carry_h, P,
+                      beta);
       }
     }
   });

@@ -9,6 +9,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "persistent_device.cuh"  // RNNFAST_DYNAMIC_SHARED
+
 namespace rnnfast {
 namespace cuda {
 namespace step_product {
@@ -34,6 +36,12 @@ template <typename acc_t>
 constexpr size_t shared_bytes() {
   return static_cast<size_t>(kTileRows + kTileCols) * chunk<acc_t>() * sizeof(acc_t);
 }
+
+// A kernel's dynamic shared memory as an acc_t array `name`: one declaration (as double, aligned for every type)
+// for all instances, whose element types would otherwise clash.
+#define RNNFAST_STEP_SHARED(acc_t, name)             \
+  RNNFAST_DYNAMIC_SHARED(double, step_shared_raw); \
+  acc_t* name = reinterpret_cast<acc_t*>(step_shared_raw)
 
 // This thread's four results of the tile lie in row result_row() at columns result_col() + 0..3.
 __device__ __forceinline__ int result_row() { return static_cast<int>(threadIdx.x) / (kTileCols / kMicro); }
@@ -102,6 +110,45 @@ __device__ __forceinline__ void tile_product(LoadA&& load_a, const scalar_t* pan
     for (int g = 0; g < kGroups; ++g) sum += partial[(g * kTileRows + result_row()) * kTileCols + result_col() + j];
     result[j] = sum;
   }
+}
+
+// C (m x n, row stride ldc) = A (m x k, row stride lda) @ Bk (k x n, row stride ldb), or C + that product when
+// accumulate: a per-step product on the tiles above, for the gated cells' general-path loop under
+// RNNFAST_CUDA_PATH=fused (gated.cu). Grid: (column tiles, row tiles).
+template <typename scalar_t>
+struct ProductParams {
+  const scalar_t* a;
+  const scalar_t* b;
+  scalar_t* c;
+  int64_t lda, ldb, ldc;
+  int m, n, k;
+  bool accumulate;
+};
+
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(kThreads) product_kernel(ProductParams<scalar_t> p) {
+  RNNFAST_STEP_SHARED(acc_t, smem);
+  const int row0 = static_cast<int>(blockIdx.y) * kTileRows, col0 = static_cast<int>(blockIdx.x) * kTileCols;
+  auto a_rows = [&](int r, int k) -> acc_t {
+    return row0 + r < p.m ? static_cast<acc_t>(p.a[(row0 + r) * p.lda + k]) : acc_t(0);
+  };
+  acc_t sums[kMicro];
+  tile_product<scalar_t, acc_t>(a_rows, p.b + col0, p.ldb, p.k, p.n - col0, smem, sums);
+  const int row = row0 + result_row();
+  if (row >= p.m) return;
+#pragma unroll
+  for (int c = 0; c < kMicro; ++c) {
+    const int col = col0 + result_col() + c;
+    if (col >= p.n) break;
+    scalar_t* out = p.c + row * p.ldc + col;
+    // C is read only when accumulating: a fresh buffer may hold NaN.
+    *out = static_cast<scalar_t>(p.accumulate ? sums[c] + static_cast<acc_t>(*out) : sums[c]);
+  }
+}
+
+inline dim3 product_grid(int64_t m, int64_t n) {
+  return dim3(static_cast<unsigned>((n + kTileCols - 1) / kTileCols),
+              static_cast<unsigned>((m + kTileRows - 1) / kTileRows));
 }
 
 }  // namespace step_product

@@ -1,7 +1,8 @@
-// The Elman fused-step CUDA path (csrc/cuda/elman_fused_step_kernels.cuh: its kernels and its host loops),
-// compiled for the CPU on the emulated CUDA of emulated_cuda.h and run inside the shared layer code
-// (csrc/elman_layer.cpp), for tests/test_cuda_emulation.py: the layer ops with the real ops' signatures, float32
-// and float64, packed sequences included.
+// The kernels of RNNFAST_CUDA_PATH=fused, compiled for the CPU on the emulated CUDA of emulated_cuda.h, for
+// tests/test_cuda_emulation.py: the Elman fused-step path (csrc/cuda/elman_fused_step_kernels.cuh: its kernels and
+// host loops) run inside the shared layer code (csrc/elman_layer.cpp), as layer ops with the real ops'
+// signatures, float32 and float64, packed sequences included; and the tiled per-step product the gated cells'
+// loop takes under that setting (step_product.cuh's product_kernel).
 #include <torch/extension.h>
 
 #include <limits>
@@ -45,6 +46,23 @@ void emulated_backward(at::Tensor& grad_z, at::Tensor& grad_h, const at::Tensor&
   });
 }
 
+// c (m x n) = a (m x k) @ b (k x n) [+ c when accumulate], each a 2-D tensor with unit column stride, as
+// step_gemm.h launches the tiles.
+void tiled_product(const at::Tensor& a, const at::Tensor& b, at::Tensor& c, bool accumulate) {
+  TORCH_CHECK(a.dim() == 2 && b.dim() == 2 && c.dim() == 2 && a.stride(1) == 1 && b.stride(1) == 1 &&
+              c.stride(1) == 1 && a.size(1) == b.size(0) && c.size(0) == a.size(0) && c.size(1) == b.size(1),
+              "tiled_product: expected a (m, k), b (k, n), c (m, n) with unit column strides");
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "emulated_tiled_product", [&] {
+    namespace sp = cuda::step_product;
+    const sp::ProductParams<scalar_t> p{a.const_data_ptr<scalar_t>(), b.const_data_ptr<scalar_t>(),
+                                        c.data_ptr<scalar_t>(), a.stride(0), b.stride(0), c.stride(0),
+                                        static_cast<int>(a.size(0)), static_cast<int>(b.size(1)),
+                                        static_cast<int>(a.size(1)), accumulate};
+    emulation::launch(sp::product_kernel<scalar_t, scalar_t>, p, sp::product_grid(a.size(0), b.size(1)),
+                      sp::kThreads, sp::shared_bytes<scalar_t>());
+  });
+}
+
 }  // namespace
 }  // namespace rnnfast
 
@@ -52,6 +70,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   using namespace rnnfast;
   using Tensor = const at::Tensor&;
   using Optional = const c10::optional<at::Tensor>&;
+  m.def("tiled_product", &tiled_product);
   m.def("elman_layer_forward", [](Tensor input, Tensor hx, Tensor w_ih, Tensor w_hh, Optional bias,
                                   Optional batch_sizes, bool relu) {
     return elman_layer_forward_with(emulated_forward, input, hx, w_ih, w_hh, bias, batch_sizes, relu);
