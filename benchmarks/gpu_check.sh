@@ -6,7 +6,7 @@
 # cannot stall the rest.
 # Usage: benchmarks/gpu_check.sh OUT_DIR   (writes build.log, tests.log, gpu_check.json, gpu_check.md,
 # scan_speed.md and newton_crossover.md there, the LSTM's and GRU's gpu_check.json and .md in OUT_DIR/lstm and
-# OUT_DIR/gru, and the suite's report in OUT_DIR/bench)
+# OUT_DIR/gru, the training step's profile in OUT_DIR/profile, and the suite's report in OUT_DIR/bench)
 set -uo pipefail
 out=${1:?usage: benchmarks/gpu_check.sh OUT_DIR}
 mkdir -p "$out"
@@ -34,6 +34,10 @@ timeout 200 $python benchmarks/gpu_check.py --out "$out" 2>&1 | tail -60
 for cell in LSTM GRU; do
   timeout 75 $python benchmarks/gpu_check.py --cell $cell --grid gated --out "$out/${cell,,}" 2>&1 | tail -16
 done
+# Where a training step's time goes at the shapes where rnnfast lagged cuDNN: wall time against kernel time and
+# launches, and the costliest kernels (torch.profiler).
+timeout 90 $python benchmarks/gpu_profile.py --out "$out/profile" > "$out/profile.log" 2>&1
+echo "gpu_check: profile exit $? (profile/gpu_profile.md)"
 timeout 45 $python benchmarks/scan_speed.py --device cuda > "$out/scan_speed.md" 2>&1
 echo "gpu_check: scan speed exit $? (scan_speed.md)"
 # The measurements that RNN(mode="auto")'s CUDA rule (rnnfast.parallel.PARALLEL_WINS) is to be read from; the

@@ -63,6 +63,22 @@ def test_gpu_check_times_the_gated_layers_against_torch_nn(tmp_path, cell):
     assert (tmp_path / "gpu_check.md").read_text().startswith(f"torch.nn.{cell} against rnnfast.{cell}.")
 
 
+def test_gpu_profile_reports_wall_and_operator_time_of_every_implementation(tmp_path):
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_profile.py"), "--device", "cpu", "--quick",
+                    "--repeats", "2", "--warmup", "1", "--out", str(tmp_path)], check=True, cwd=ROOT, env=ENV)  # fmt: skip
+    rows = json.loads((tmp_path / "gpu_profile.json").read_text())["rows"]
+    impls = ["torch.nn", "rnnfast-cpu"]
+    assert {(r["cell"], r["impl"]) for r in rows} == {(c, i) for c in ["RNN", "LSTM"] for i in impls}
+    for r in rows:
+        assert r["wall_ms"] > 0 and r["kernel_ms"] > 0 and r["launches"] > 0
+        assert 0 < len(r["top"]) <= 4 and all(t["calls"] > 0 and t["us"] >= 0 for t in r["top"])
+    # Each step's costliest operators are its own: rnnfast's layer ops (and their autograd nodes), not in torch.nn's.
+    for r in rows:
+        assert any("rnnfast" in t["name"] for t in r["top"]) == (r["impl"] == "rnnfast-cpu"), r
+    table = (tmp_path / "gpu_profile.md").read_text().splitlines()
+    assert sum(line.startswith(("| RNN | 2 | 8 | 16 |", "| LSTM | 2 | 8 | 16 |")) for line in table) == 4
+
+
 def test_scan_speed_times_the_scan_against_the_loop_and_they_agree():
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scan_speed.py"), "--device", "cpu", "--quick"],
                             check=True, cwd=ROOT, env=ENV, capture_output=True, text=True)  # fmt: skip
