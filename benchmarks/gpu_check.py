@@ -138,15 +138,18 @@ def run(grid, device, dtype, warmup, repeats, progress=sys.stderr, cell="RNN", o
     return rows
 
 
-def write_results(out, rows, meta):
-    """gpu_check.json and gpu_check.md in out; returns the table."""
+def write_report(out, name, rows, meta, table):
+    """name.json (meta and rows) and name.md (table) in out; returns the table."""
     os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "gpu_check.json"), "w") as f:
+    with open(os.path.join(out, f"{name}.json"), "w") as f:
         json.dump(dict(meta=meta, rows=rows), f, indent=1)
-    table = markdown(rows, meta)
-    with open(os.path.join(out, "gpu_check.md"), "w") as f:
+    with open(os.path.join(out, f"{name}.md"), "w") as f:
         f.write(table)
     return table
+
+
+def write_results(out, rows, meta):
+    return write_report(out, "gpu_check", rows, meta, markdown(rows, meta))
 
 
 def markdown(rows, meta):

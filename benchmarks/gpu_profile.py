@@ -7,8 +7,6 @@ by gpu_check.sh; on a machine without a GPU, --device cpu --quick exercises the 
 in place of kernels."""
 
 import argparse
-import json
-import os
 import sys
 
 import torch
@@ -82,13 +80,7 @@ def markdown(rows, meta):
 
 
 def write_results(out, rows, meta):
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "gpu_profile.json"), "w") as f:
-        json.dump(dict(meta=meta, rows=rows), f, indent=1)
-    table = markdown(rows, meta)
-    with open(os.path.join(out, "gpu_profile.md"), "w") as f:
-        f.write(table)
-    return table
+    return gpu_check.write_report(out, "gpu_profile", rows, meta, markdown(rows, meta))
 
 
 def main(argv=None):
