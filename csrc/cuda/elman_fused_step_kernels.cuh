@@ -148,10 +148,10 @@ __global__ void __launch_bounds__(kThreads) backward_step_kernel(BackwardParams<
 
 // ---- Host side.
 
-// Whether the kernels' int sizes hold the layer.
+// Whether the kernels' int sizes hold the layer, and the grid's rows of tiles fit its y dimension.
 inline bool supported(const ElmanSizes& s) {
-  constexpr int64_t int_max = 2147483647;
-  return s.B * s.D * s.H <= int_max && s.H * s.H <= int_max;
+  constexpr int64_t int_max = 2147483647, grid_y_max = 65535;
+  return s.B * s.D * s.H <= int_max && s.H * s.H <= int_max && (s.B + kTileRows - 1) / kTileRows <= grid_y_max;
 }
 
 inline dim3 step_grid(const ElmanSizes& s) {

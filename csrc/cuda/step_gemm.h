@@ -39,9 +39,7 @@ class StepGemm {
   // stride ldw; w_t is its transpose (k x n, contiguous), which the tiles read (unused by cuBLAS).
   void times_transposed(int64_t m, int64_t n, int64_t k, const scalar_t* a, int64_t lda, const scalar_t* w,
                         int64_t ldw, const scalar_t* w_t, scalar_t* c, int64_t ldc, scalar_t beta = 0) const {
-    if (tiled_) {
-      tiles(m, n, k, a, lda, w_t, n, c, ldc, beta);
-    } else {
+    if (!tiled_ || !tiles(m, n, k, a, lda, w_t, n, c, ldc, beta)) {
       gemm_row_major<scalar_t, scalar_t>(handle_, tf32_, true, m, n, k, a, lda, w, ldw, c, ldc, beta);
     }
   }
@@ -50,26 +48,29 @@ class StepGemm {
   // stride ldw.
   void times(int64_t m, int64_t n, int64_t k, const scalar_t* a, int64_t lda, const scalar_t* w, int64_t ldw,
              scalar_t* c, int64_t ldc, scalar_t beta = 0) const {
-    if (tiled_) {
-      tiles(m, n, k, a, lda, w, ldw, c, ldc, beta);
-    } else {
+    if (!tiled_ || !tiles(m, n, k, a, lda, w, ldw, c, ldc, beta)) {
       gemm_row_major<scalar_t, scalar_t>(handle_, tf32_, false, m, n, k, a, lda, w, ldw, c, ldc, beta);
     }
   }
 
  private:
-  // beta is 0 or 1 at every call site (a fresh product, or one added to what the cell wrote).
-  void tiles(int64_t m, int64_t n, int64_t k, const scalar_t* a, int64_t lda, const scalar_t* bk, int64_t ldb,
+  // Runs the product on the tiles and returns true, or returns false for a product whose sizes they do not take
+  // (ints, a grid of at most 65535 rows of tiles), which cuBLAS then runs. beta is 0 or 1 at every call site (a
+  // fresh product, or one added to what the cell wrote).
+  bool tiles(int64_t m, int64_t n, int64_t k, const scalar_t* a, int64_t lda, const scalar_t* bk, int64_t ldb,
              scalar_t* c, int64_t ldc, scalar_t beta) const {
-    if (m == 0 || n == 0) return;
+    if (m == 0 || n == 0) return true;
     TORCH_CHECK(beta == scalar_t(0) || beta == scalar_t(1), "rnnfast: the tiled step product adds with beta 0 or 1");
-    TORCH_CHECK(m <= INT_MAX && n <= INT_MAX && k <= INT_MAX, "rnnfast: step product too large for the tiles");
+    if (n > INT_MAX || k > INT_MAX || (m + step_product::kTileRows - 1) / step_product::kTileRows > 65535) {
+      return false;
+    }
     const step_product::ProductParams<scalar_t> p{a, bk, c, lda, ldb, ldc, static_cast<int>(m),
                                                   static_cast<int>(n), static_cast<int>(k), beta != scalar_t(0)};
     step_product::product_kernel<scalar_t, scalar_t>
         <<<step_product::product_grid(m, n), step_product::kThreads, step_product::shared_bytes<scalar_t>(),
            stream_>>>(p);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
+    return true;
   }
 
   bool tiled_;
