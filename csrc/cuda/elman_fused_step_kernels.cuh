@@ -150,13 +150,15 @@ __global__ void __launch_bounds__(kThreads) backward_step_kernel(BackwardParams<
 
 // Whether the kernels' int sizes hold the layer, and the grid's rows of tiles fit its y dimension.
 inline bool supported(const ElmanSizes& s) {
-  constexpr int64_t int_max = 2147483647, grid_y_max = 65535;
-  return s.B * s.D * s.H <= int_max && s.H * s.H <= int_max && (s.B + kTileRows - 1) / kTileRows <= grid_y_max;
+  constexpr int64_t int_max = 2147483647;
+  return s.B * s.D * s.H <= int_max && s.H * s.H <= int_max && step_product::rows_fit_grid(s.B);
 }
 
+// A step's product (B x H) for each direction, the directions side by side along x.
 inline dim3 step_grid(const ElmanSizes& s) {
-  const int64_t col_tiles = (s.H + kTileCols - 1) / kTileCols, row_tiles = (s.B + kTileRows - 1) / kTileRows;
-  return dim3(static_cast<unsigned>(s.D * col_tiles), static_cast<unsigned>(row_tiles));
+  dim3 grid = step_product::product_grid(s.B, s.H);
+  grid.x *= static_cast<unsigned>(s.D);
+  return grid;
 }
 
 template <typename Params>
@@ -164,7 +166,7 @@ void set_sizes(Params& p, const ElmanSizes& s) {
   p.B = static_cast<int>(s.B);
   p.H = static_cast<int>(s.H);
   p.D = static_cast<int>(s.D);
-  p.col_tiles = static_cast<int>((s.H + kTileCols - 1) / kTileCols);
+  p.col_tiles = static_cast<int>(step_product::column_tiles(s.H));
 }
 
 // The recurrences of ForwardRecurrence / BackwardRecurrence (elman_layer.h). launch(kernel, params, grid, smem)

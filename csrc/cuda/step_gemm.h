@@ -55,13 +55,13 @@ class StepGemm {
 
  private:
   // Runs the product on the tiles and returns true, or returns false for a product whose sizes they do not take
-  // (ints, a grid of at most 65535 rows of tiles), which cuBLAS then runs. beta is 0 or 1 at every call site (a
-  // fresh product, or one added to what the cell wrote).
+  // (ints, rows_fit_grid), which cuBLAS then runs. beta is 0 or 1 at every call site (a fresh product, or one
+  // added to what the cell wrote).
   bool tiles(int64_t m, int64_t n, int64_t k, const scalar_t* a, int64_t lda, const scalar_t* bk, int64_t ldb,
              scalar_t* c, int64_t ldc, scalar_t beta) const {
     if (m == 0 || n == 0) return true;
     TORCH_CHECK(beta == scalar_t(0) || beta == scalar_t(1), "rnnfast: the tiled step product adds with beta 0 or 1");
-    if (n > INT_MAX || k > INT_MAX || (m + step_product::kTileRows - 1) / step_product::kTileRows > 65535) {
+    if (n > INT_MAX || k > INT_MAX || !step_product::rows_fit_grid(m)) {
       return false;
     }
     const step_product::ProductParams<scalar_t> p{a, bk, c, lda, ldb, ldc, static_cast<int>(m),

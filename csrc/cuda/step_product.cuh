@@ -146,9 +146,15 @@ __global__ void __launch_bounds__(kThreads) product_kernel(ProductParams<scalar_
   }
 }
 
+// Tiles along a product's n columns (grid x) and m rows (grid y).
+inline int64_t column_tiles(int64_t n) { return (n + kTileCols - 1) / kTileCols; }
+inline int64_t row_tiles(int64_t m) { return (m + kTileRows - 1) / kTileRows; }
+
+// Whether a product of m rows has few enough rows of tiles for the grid's y dimension (65535).
+inline bool rows_fit_grid(int64_t m) { return row_tiles(m) <= 65535; }
+
 inline dim3 product_grid(int64_t m, int64_t n) {
-  return dim3(static_cast<unsigned>((n + kTileCols - 1) / kTileCols),
-              static_cast<unsigned>((m + kTileRows - 1) / kTileRows));
+  return dim3(static_cast<unsigned>(column_tiles(n)), static_cast<unsigned>(row_tiles(m)));
 }
 
 }  // namespace step_product
