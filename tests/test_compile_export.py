@@ -128,3 +128,62 @@ def test_fake_kernel_gives_the_real_shapes_for_packed_batch_sizes(bidirectional)
         got = torch.ops.rnnfast.elman_layer_forward(*[mode.from_tensor(a) if torch.is_tensor(a) and
                                                       a.is_floating_point() else a for a in args])  # fmt: skip
     assert [t.shape for t in got] == [t.shape for t in expected]
+
+
+class GatedTagger(torch.nn.Module):
+    """The gated layers as users stack them: an LSTM with a projection feeding a GRU, a linear head."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = rnnfast.LSTM(3, 5, proj_size=2, bidirectional=True, batch_first=True)
+        self.gru = rnnfast.GRU(4, 3, num_layers=2, batch_first=True)
+        self.head = torch.nn.Linear(3, 2)
+
+    def forward(self, x, hx=None):
+        output, _ = self.lstm(x)
+        output, h_n = self.gru(output, hx)
+        return self.head(output[:, -1]), h_n
+
+
+def test_gated_layers_compile_fullgraph_with_inductor_matches_eager_forward_and_gradients():
+    torch.manual_seed(0)
+    assert_compiled_matches_eager(GatedTagger(), (torch.randn(2, 6, 3), torch.randn(2, 2, 3)), "inductor")
+
+
+def test_export_puts_the_gated_stack_ops_in_the_graph_and_runs_at_other_sequence_lengths():
+    torch.manual_seed(0)
+    model = GatedTagger().eval()
+    x, hx = torch.randn(2, 6, 3), torch.randn(2, 2, 3)
+    T = torch.export.Dim("T", min=2, max=4096)
+    program = torch.export.export(model, (x, hx), dynamic_shapes={"x": {1: T}, "hx": None})
+    targets = [str(node.target) for node in program.graph.nodes if node.op == "call_function"]
+    assert targets.count("rnnfast.lstm.default") == 1 and targets.count("rnnfast.gru.default") == 1
+    decomposed = [str(n.target) for n in program.run_decompositions().graph.nodes]
+    # One LSTM layer and two GRU layers, each one layer op after decomposition.
+    assert decomposed.count("rnnfast.lstm_layer_forward.default") == 1
+    assert decomposed.count("rnnfast.gru_layer_forward.default") == 2
+    for length in (6, 11):
+        x = torch.randn(2, length, 3)
+        for got, expected in zip(program.module()(x, hx), model(x, hx), strict=True):
+            torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+GATED_MODULES = {
+    "LSTM": lambda batch_first: rnnfast.LSTM(5, 6, num_layers=2, bidirectional=True, batch_first=batch_first),
+    "LSTM projected": lambda batch_first: rnnfast.LSTM(5, 6, num_layers=2, bidirectional=True, proj_size=4,
+                                                       batch_first=batch_first),  # fmt: skip
+    "GRU": lambda batch_first: rnnfast.GRU(5, 6, num_layers=2, bidirectional=True, batch_first=batch_first),
+}
+
+
+@pytest.mark.parametrize("make", GATED_MODULES.values(), ids=GATED_MODULES.keys())
+@pytest.mark.parametrize("form", FORMS.values(), ids=FORMS.keys())
+def test_gated_fake_kernels_give_the_real_output_shapes(make, form):
+    model = make(form["batch_first"])
+    real_x = torch.randn(form["shape"])
+    expected = model(real_x)
+    with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+        got = model(mode.from_tensor(real_x))
+    flat = lambda out: [out[0], *(out[1] if isinstance(out[1], tuple) else (out[1],))]  # noqa: E731
+    assert [t.shape for t in flat(got)] == [t.shape for t in flat(expected)]
+    assert [t.dtype for t in flat(got)] == [t.dtype for t in flat(expected)]
