@@ -1,5 +1,5 @@
 """Long sequences and non-finite values: T = 100,000 trains within memory proportional to T*B*H, inference
-keeps no more than its output, and NaN and inf propagate as they do in torch.nn.RNN."""
+keeps no more than its output, and NaN and inf propagate as they do in torch.nn.RNN, LSTM and GRU."""
 
 import json
 import subprocess
@@ -9,7 +9,7 @@ import textwrap
 import pytest
 import torch
 
-from rnn_pairs import assert_twins_agree, twin_rnns
+from rnn_pairs import assert_twins_agree, twin_modules, twin_rnns
 
 T, B, I, H = 100_000, 4, 4, 32
 FLOAT_BYTES = 4
@@ -90,3 +90,25 @@ def test_nonfinite_values_propagate_as_in_torch_nn(where, value, nonlinearity, d
                 module.weight_hh_l0[1, 2] = value
     assert_twins_agree(reference, fast, x, hx, equal_nan=True, **TOLERANCE_FOR[dtype])
 
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("value", NONFINITE.values(), ids=NONFINITE.keys())
+@pytest.mark.parametrize("kind,where", [("LSTM", "input"), ("LSTM", "hx"), ("LSTM", "cx"), ("LSTM", "weight"),
+                                        ("GRU", "input"), ("GRU", "hx"), ("GRU", "weight")])  # fmt: skip
+def test_nonfinite_values_propagate_as_in_torch_nn_lstm_and_gru(kind, where, value, dtype):
+    reference, fast = twin_modules(kind, dtype, input_size=3, hidden_size=4, num_layers=2, bidirectional=True)
+    x = torch.randn(6, 2, 3, dtype=dtype)
+    h0, c0 = torch.randn(4, 2, 4, dtype=dtype), torch.randn(4, 2, 4, dtype=dtype)
+    if where == "input":
+        x[3, 1, 0] = value
+    elif where == "hx":
+        h0[1, 0, 2] = value
+    elif where == "cx":
+        c0[1, 0, 2] = value
+    else:
+        with torch.no_grad():
+            for module in (reference, fast):
+                module.weight_hh_l0[1, 2] = value
+    hx = (h0, c0) if kind == "LSTM" else h0
+    assert_twins_agree(reference, fast, x, hx, equal_nan=True, **TOLERANCE_FOR[dtype])
