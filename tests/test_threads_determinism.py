@@ -1,5 +1,6 @@
-"""Threads and determinism: concurrent calls from Python threads give the single-thread answers; repeated runs
-are bitwise identical; the loop over time is bitwise identical for any intra-op thread count.
+"""Threads and determinism, for the RNN, LSTM and GRU: concurrent calls from Python threads give the single-thread
+answers; repeated runs are bitwise identical; the loop over time is bitwise identical for any intra-op thread
+count.
 
 What is not bitwise identical across thread counts (README, "Guarantees"): the whole-sequence matrix products go
 to PyTorch's BLAS, which for some shapes splits a product's reduction over its threads, so the input projection
@@ -26,9 +27,10 @@ def restore_threads():
 
 def outputs_and_grads(module, x, hx):
     x = x.clone().requires_grad_(True)
-    output, h_n = module(x, hx)
-    grads = torch.autograd.grad(output.square().sum() + h_n.sum(), [x, *module.parameters()])
-    return [output.detach(), h_n.detach(), *grads]
+    output, hidden = module(x, hx)
+    states = list(hidden) if isinstance(hidden, tuple) else [hidden]  # an LSTM's (h_n, c_n)
+    grads = torch.autograd.grad(output.square().sum() + sum(s.sum() for s in states), [x, *module.parameters()])
+    return [output.detach(), *(s.detach() for s in states), *grads]
 
 
 def assert_bitwise_equal(got, expected):
@@ -37,20 +39,28 @@ def assert_bitwise_equal(got, expected):
 
 
 SHAPES = [(20, 3, 5, 7), (50, 32, 32, 64), (8, 8, 256, 512)]
+CELLS = ["RNN", "LSTM", "GRU"]
 
 
-def model_and_inputs(T, B, I, H, bidirectional=True):
+def random_state(cell, layers, B, H):
+    """A random initial state of `cell`'s form: h_0 (layers, B, H), and for an LSTM (h_0, c_0)."""
+    h0 = torch.randn(layers, B, H)
+    return (h0, torch.randn(layers, B, H)) if cell == "LSTM" else h0
+
+
+def model_and_inputs(T, B, I, H, bidirectional=True, cell="RNN"):
     torch.manual_seed(0)
-    module = rnnfast.RNN(I, H, num_layers=2, bidirectional=bidirectional)
+    module = getattr(rnnfast, cell)(I, H, num_layers=2, bidirectional=bidirectional)
     D = 2 if bidirectional else 1
-    return module, torch.randn(T, B, I), torch.randn(2 * D, B, H)
+    return module, torch.randn(T, B, I), random_state(cell, 2 * D, B, H)
 
 
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("T,B,I,H", SHAPES)
-def test_repeated_runs_are_bitwise_identical(T, B, I, H, threads, restore_threads):
+def test_repeated_runs_are_bitwise_identical(T, B, I, H, threads, cell, restore_threads):
     torch.set_num_threads(threads)
-    module, x, hx = model_and_inputs(T, B, I, H)
+    module, x, hx = model_and_inputs(T, B, I, H, cell=cell)
     first = outputs_and_grads(module, x, hx)
     for _ in range(3):
         assert_bitwise_equal(outputs_and_grads(module, x, hx), first)
@@ -73,9 +83,37 @@ def test_the_loop_over_time_is_bitwise_identical_for_one_and_two_threads(bidirec
     assert_bitwise_equal(results[2], results[1])
 
 
+def gated_loop(cell, D, T, B, H):
+    """One gated layer op forward and backward with zero input and W_ih, so that only the loop over time computes:
+    returns output, final states and dL/dh_0 (and dL/dc_0)."""
+    torch.manual_seed(0)
+    G = 4 if cell == "LSTM" else 3
+    x, w_ih = torch.zeros(T, B, 8), torch.zeros(D, G * H, 8)
+    h0, c0, w_hh = torch.randn(D, B, H), torch.randn(D, B, H), torch.randn(D, G * H, H) / H**0.5
+    if cell == "LSTM":
+        output, h_n, c_n, ws = torch.ops.rnnfast.lstm_layer_forward(x, h0, c0, w_ih, w_hh, None, None, None, True)
+        grads = torch.ops.rnnfast.lstm_layer_backward(output, h_n, c_n, x, h0, c0, w_ih, w_hh, None, output, ws, None)
+        return [output, h_n, c_n, grads[1], grads[2]]
+    output, h_n, ws = torch.ops.rnnfast.gru_layer_forward(x, h0, w_ih, w_hh, None, None, None, True)
+    grads = torch.ops.rnnfast.gru_layer_backward(output, h_n, x, h0, w_ih, w_hh, output, ws, None)
+    return [output, h_n, grads[1]]
+
+
+@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_the_gated_loop_over_time_is_bitwise_identical_for_one_and_two_threads(cell, bidirectional,
+                                                                               restore_threads):  # fmt: skip
+    results = {}
+    for threads in (1, 2, 1):
+        torch.set_num_threads(threads)
+        results.setdefault(threads, gated_loop(cell, 2 if bidirectional else 1, 30, 16, 256))
+    assert_bitwise_equal(results[2], results[1])
+
+
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("T,B,I,H", SHAPES)
-def test_results_agree_to_rounding_across_thread_counts(T, B, I, H, restore_threads):
-    module, x, hx = model_and_inputs(T, B, I, H)
+def test_results_agree_to_rounding_across_thread_counts(T, B, I, H, cell, restore_threads):
+    module, x, hx = model_and_inputs(T, B, I, H, cell=cell)
     torch.set_num_threads(1)
     one = outputs_and_grads(module, x, hx)
     torch.set_num_threads(2)
@@ -85,9 +123,10 @@ def test_results_agree_to_rounding_across_thread_counts(T, B, I, H, restore_thre
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * a.abs().max().item())
 
 
-def test_concurrent_calls_from_python_threads_give_the_single_thread_answers():
-    module, _, _ = model_and_inputs(25, 4, 6, 16)
-    inputs = [(torch.randn(25, 4, 6), torch.randn(4, 4, 16)) for _ in range(8)]
+@pytest.mark.parametrize("cell", CELLS)
+def test_concurrent_calls_from_python_threads_give_the_single_thread_answers(cell):
+    module, _, _ = model_and_inputs(25, 4, 6, 16, cell=cell)
+    inputs = [(torch.randn(25, 4, 6), random_state(cell, 4, 4, 16)) for _ in range(8)]
     expected = [outputs_and_grads(module, x, hx) for x, hx in inputs]
     start = threading.Barrier(4)
 
