@@ -1,10 +1,12 @@
-"""No memory leak: thousands of forward/backward calls (padded, packed, under no_grad, and calls that fail on bad
-input) leave the process's resident memory where it was after warm-up."""
+"""No memory leak: thousands of forward/backward calls of rnnfast.RNN, LSTM and GRU (padded, packed, under no_grad,
+and calls that fail on bad input) leave the process's resident memory where it was after warm-up."""
 
 import json
 import subprocess
 import sys
 import textwrap
+
+import pytest
 
 CALLS = 3000
 
@@ -22,13 +24,21 @@ MEASURE = textwrap.dedent(
         with open("/proc/self/statm") as statm:
             return int(statm.read().split()[1]) * page
 
-    rnn = rnnfast.RNN(16, 64, num_layers=2, bidirectional=True)
+    cell = sys.argv[2]
+    rnn = getattr(rnnfast, cell)(16, 64, num_layers=2, bidirectional=True)
+    bad_state = torch.zeros(1, 3, 64)  # a batch of 3 for an input batch of 4
+    w_ih, w_hh = rnn.weight_ih_l0[None], rnn.weight_hh_l0[None]
+    bad_op_call = {
+        "RNN": lambda: torch.ops.rnnfast.elman_layer_forward(x, bad_state, w_ih, w_hh, None, None, False),
+        "LSTM": lambda: torch.ops.rnnfast.lstm_layer_forward(x, bad_state, bad_state, w_ih, w_hh, None, None, None),
+        "GRU": lambda: torch.ops.rnnfast.gru_layer_forward(x, bad_state, w_ih, w_hh, None, None, None),
+    }[cell]
     x = torch.randn(50, 4, 16)
     lengths = torch.tensor([50, 31, 7, 22])
 
     def one_round():
-        output, h_n = rnn(x)
-        (output.sum() + h_n.sum()).backward()
+        output, hidden = rnn(x)
+        (output.sum() + sum(h.sum() for h in (hidden if isinstance(hidden, tuple) else (hidden,)))).backward()
         packed, _ = rnn(pack_padded_sequence(x, lengths, enforce_sorted=False))
         packed.data.sum().backward()
         with torch.no_grad():
@@ -38,8 +48,7 @@ MEASURE = textwrap.dedent(
         except RuntimeError:
             pass
         try:
-            torch.ops.rnnfast.elman_layer_forward(x, torch.zeros(1, 3, 64), rnn.weight_ih_l0[None],
-                                                  rnn.weight_hh_l0[None], None, None, False)
+            bad_op_call()
         except RuntimeError:
             pass
         rnn.zero_grad(set_to_none=True)
@@ -54,8 +63,9 @@ MEASURE = textwrap.dedent(
 )
 
 
-def test_thousands_of_calls_do_not_grow_resident_memory():
-    result = subprocess.run([sys.executable, "-c", MEASURE, str(CALLS)], capture_output=True, text=True,
+@pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
+def test_thousands_of_calls_do_not_grow_resident_memory(cell):
+    result = subprocess.run([sys.executable, "-c", MEASURE, str(CALLS), cell], capture_output=True, text=True,
                             timeout=900, check=True)  # fmt: skip
     growth = json.loads(result.stdout.strip().splitlines()[-1])["growth"]
     # Allocator noise is a few MiB; a per-call leak of any tensor here would be hundreds.
