@@ -75,23 +75,27 @@ def test_compile_of_packed_input_matches_eager():
         torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
 
 
-def test_export_puts_the_rnnfast_ops_in_the_graph_and_runs_at_other_sequence_lengths():
-    torch.manual_seed(0)
-    model = Tagger().eval()
-    x, hx = torch.randn(2, 6, 3), torch.randn(4, 2, 4)
+def export_with_dynamic_length(model, hx):
+    """model (batch-first, 3 input features) exported on a (2, 6, 3) input with the sequence length dynamic.
+    Returns the op names the program calls, and those after decomposition. The program must give model's
+    results exactly at other lengths."""
     T = torch.export.Dim("T", min=2, max=4096)
-    program = torch.export.export(model, (x, hx), dynamic_shapes={"x": {1: T}, "hx": None})
-    targets = [str(node.target) for node in program.graph.nodes if node.op == "call_function"]
-    # The two-layer RNN is one stack op (which decomposes into its layer ops), the cell one layer op.
-    assert targets.count("rnnfast.elman_rnn.default") == 1
-    assert targets.count("rnnfast.elman_layer_forward.default") == 1
-    decomposed = program.run_decompositions()
-    layer_ops = [n for n in decomposed.graph.nodes if str(n.target) == "rnnfast.elman_layer_forward.default"]
-    assert len(layer_ops) == 3
+    program = torch.export.export(model, (torch.randn(2, 6, 3), hx), dynamic_shapes={"x": {1: T}, "hx": None})
     for length in (6, 11):
         x = torch.randn(2, length, 3)
         for got, expected in zip(program.module()(x, hx), model(x, hx), strict=True):
             torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    targets = [str(node.target) for node in program.graph.nodes if node.op == "call_function"]
+    return targets, [str(node.target) for node in program.run_decompositions().graph.nodes]
+
+
+def test_export_puts_the_rnnfast_ops_in_the_graph_and_runs_at_other_sequence_lengths():
+    torch.manual_seed(0)
+    targets, decomposed = export_with_dynamic_length(Tagger().eval(), torch.randn(4, 2, 4))
+    # The two-layer RNN is one stack op (which decomposes into its layer ops), the cell one layer op.
+    assert targets.count("rnnfast.elman_rnn.default") == 1
+    assert targets.count("rnnfast.elman_layer_forward.default") == 1
+    assert decomposed.count("rnnfast.elman_layer_forward.default") == 3
 
 
 FORMS = {
@@ -152,20 +156,11 @@ def test_gated_layers_compile_fullgraph_with_inductor_matches_eager_forward_and_
 
 def test_export_puts_the_gated_stack_ops_in_the_graph_and_runs_at_other_sequence_lengths():
     torch.manual_seed(0)
-    model = GatedTagger().eval()
-    x, hx = torch.randn(2, 6, 3), torch.randn(2, 2, 3)
-    T = torch.export.Dim("T", min=2, max=4096)
-    program = torch.export.export(model, (x, hx), dynamic_shapes={"x": {1: T}, "hx": None})
-    targets = [str(node.target) for node in program.graph.nodes if node.op == "call_function"]
+    targets, decomposed = export_with_dynamic_length(GatedTagger().eval(), torch.randn(2, 2, 3))
     assert targets.count("rnnfast.lstm.default") == 1 and targets.count("rnnfast.gru.default") == 1
-    decomposed = [str(n.target) for n in program.run_decompositions().graph.nodes]
     # One LSTM layer and two GRU layers, each one layer op after decomposition.
     assert decomposed.count("rnnfast.lstm_layer_forward.default") == 1
     assert decomposed.count("rnnfast.gru_layer_forward.default") == 2
-    for length in (6, 11):
-        x = torch.randn(2, length, 3)
-        for got, expected in zip(program.module()(x, hx), model(x, hx), strict=True):
-            torch.testing.assert_close(got, expected, rtol=0, atol=0)
 
 
 GATED_MODULES = {
