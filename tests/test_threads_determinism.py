@@ -66,30 +66,17 @@ def test_repeated_runs_are_bitwise_identical(T, B, I, H, threads, cell, restore_
         assert_bitwise_equal(outputs_and_grads(module, x, hx), first)
 
 
-@pytest.mark.parametrize("bidirectional", [False, True])
-def test_the_loop_over_time_is_bitwise_identical_for_one_and_two_threads(bidirectional, restore_threads):
-    # Zero input and W_ih leave only the recurrence (and the BLAS-free activation) to compute.
-    T, B, H = 30, 16, 256
-    D = 2 if bidirectional else 1
-    args = (torch.zeros(T, B, 8), torch.randn(D, B, H), torch.zeros(D, H, 8), torch.randn(D, H, H) / H**0.5, None,
-            None, False)  # fmt: skip
-    results = {}
-    for threads in (1, 2, 1):
-        torch.set_num_threads(threads)
-        output, h_n = torch.ops.rnnfast.elman_layer_forward(*args)
-        grads = torch.ops.rnnfast.elman_layer_backward(output, h_n, args[0], args[1], args[2], args[3], output, None,
-                                                       False)  # fmt: skip
-        results.setdefault(threads, [output, h_n, grads[1]])
-    assert_bitwise_equal(results[2], results[1])
-
-
-def gated_loop(cell, D, T, B, H):
-    """One gated layer op forward and backward with zero input and W_ih, so that only the loop over time computes:
-    returns output, final states and dL/dh_0 (and dL/dc_0)."""
+def loop_over_time(cell, D, T=30, B=16, H=256):
+    """One layer op of `cell` forward and backward with zero input and W_ih, which leave only the recurrence (and
+    the BLAS-free activations) to compute: returns output, final states and dL/dh_0 (and an LSTM's dL/dc_0)."""
     torch.manual_seed(0)
-    G = 4 if cell == "LSTM" else 3
+    G = {"RNN": 1, "LSTM": 4, "GRU": 3}[cell]
     x, w_ih = torch.zeros(T, B, 8), torch.zeros(D, G * H, 8)
     h0, c0, w_hh = torch.randn(D, B, H), torch.randn(D, B, H), torch.randn(D, G * H, H) / H**0.5
+    if cell == "RNN":
+        output, h_n = torch.ops.rnnfast.elman_layer_forward(x, h0, w_ih, w_hh, None, None, False)
+        grads = torch.ops.rnnfast.elman_layer_backward(output, h_n, x, h0, w_ih, w_hh, output, None, False)
+        return [output, h_n, grads[1]]
     if cell == "LSTM":
         output, h_n, c_n, ws = torch.ops.rnnfast.lstm_layer_forward(x, h0, c0, w_ih, w_hh, None, None, None, True)
         grads = torch.ops.rnnfast.lstm_layer_backward(output, h_n, c_n, x, h0, c0, w_ih, w_hh, None, output, ws, None)
@@ -99,14 +86,13 @@ def gated_loop(cell, D, T, B, H):
     return [output, h_n, grads[1]]
 
 
-@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_the_gated_loop_over_time_is_bitwise_identical_for_one_and_two_threads(cell, bidirectional,
-                                                                               restore_threads):  # fmt: skip
+def test_the_loop_over_time_is_bitwise_identical_for_one_and_two_threads(cell, bidirectional, restore_threads):
     results = {}
     for threads in (1, 2, 1):
         torch.set_num_threads(threads)
-        results.setdefault(threads, gated_loop(cell, 2 if bidirectional else 1, 30, 16, 256))
+        results.setdefault(threads, loop_over_time(cell, 2 if bidirectional else 1))
     assert_bitwise_equal(results[2], results[1])
 
 
