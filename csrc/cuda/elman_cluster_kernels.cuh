@@ -18,6 +18,14 @@ namespace rnnfast {
 namespace cuda {
 namespace elman_cluster {
 
+// Whether this compilation pass has thread-block clusters (sm_90 on): the kernels' device code for older GPUs
+// only traps, and the host launches them only on sm_90 and later.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+#define RNNFAST_HAS_CLUSTERS 0
+#else
+#define RNNFAST_HAS_CLUSTERS 1
+#endif
+
 constexpr int kThreads = 256;
 constexpr int kMaxClusterSize = 8;  // the portable limit
 constexpr int kMaxRows = 4;         // batch rows of one cluster: each unit's pre-activations wait in registers
@@ -72,21 +80,58 @@ inline ClusterPlan plan_cluster(const ElmanSizes& s, int min_cluster_size = 1, i
 // read tpu consecutive 16-byte chunks of a state row, which one shared-memory load of a warp serves.
 __device__ __forceinline__ int state_index(int i, int q, int tpu) { return 4 * (q + tpu * (i / 4)) + i % 4; }
 
-// Part q of sum_k w[k] * row[k] over this thread's kpt entries, then summed over the unit's tpu threads.
+// Part q of sum_k w[k] * row[k] over this thread's kpt entries, then summed over the unit's tpu threads. Four
+// partial sums, one per lane of the 16-byte chunks: the step's latency is this dependent chain, a quarter as long
+// as one running sum's.
 template <int KPT>
 __device__ __forceinline__ float unit_dot(const float (&w)[KPT], const float* row, int q, int tpu) {
-  float acc = 0.f;
+  float acc[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
   for (int m = 0; m < KPT / 4; ++m) {
     const float4 v = *reinterpret_cast<const float4*>(row + 4 * (q + tpu * m));
-    acc += w[4 * m] * v.x;
-    acc += w[4 * m + 1] * v.y;
-    acc += w[4 * m + 2] * v.z;
-    acc += w[4 * m + 3] * v.w;
+    acc[0] += w[4 * m] * v.x;
+    acc[1] += w[4 * m + 1] * v.y;
+    acc[2] += w[4 * m + 2] * v.z;
+    acc[3] += w[4 * m + 3] * v.w;
   }
-  for (int offset = tpu / 2; offset > 0; offset >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, offset);
-  return acc;
+  float sum = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+  for (int offset = tpu / 2; offset > 0; offset >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+  return sum;
 }
+
+// How a step's values reach every block of the cluster, and the barrier after them. A cluster of one block (hidden
+// <= 128) uses its own shared memory and __syncthreads: the cluster barrier's arrive is a release at cluster
+// scope, which sm_90 carries out as a GPU-scope fence (MEMBAR.ALL.GPU) that waits for the thread's outstanding
+// global loads and stores. Larger clusters split that barrier into arrive and wait, and the kernels issue their
+// global traffic between the two, so that the next step's fence finds it done.
+#if RNNFAST_HAS_CLUSTERS
+struct StepExchange {
+  int cluster_size;
+  // values[index] = v in every block's copy of `values` (the caller's block's shared memory).
+  __device__ __forceinline__ void publish(float* values, int index, float v) const {
+    if (cluster_size == 1) {
+      values[index] = v;
+      return;
+    }
+    const auto cluster = cooperative_groups::this_cluster();
+    for (int r = 0; r < cluster_size; ++r) cluster.map_shared_rank(values, r)[index] = v;
+  }
+  __device__ __forceinline__ void arrive() const {
+    if (cluster_size > 1) (void)cooperative_groups::this_cluster().barrier_arrive();
+  }
+  __device__ __forceinline__ void wait() const {
+    if (cluster_size > 1) {
+      cooperative_groups::this_cluster().barrier_wait();
+    } else {
+      __syncthreads();
+    }
+  }
+  __device__ __forceinline__ void sync() const {
+    arrive();
+    wait();
+  }
+};
+#endif
 
 // Loads this unit's entries of step t of a (T, B, D*H) sequence, one per batch row of the block.
 __device__ __forceinline__ void load_rows(float (&dst)[kMaxRows], const float* seq, int t, const Slice& sl, int j,
@@ -94,6 +139,15 @@ __device__ __forceinline__ void load_rows(float (&dst)[kMaxRows], const float* s
 #pragma unroll
   for (int b = 0; b < kMaxRows; ++b) {
     if (b < sl.rows) dst[b] = seq[(static_cast<int64_t>(t) * B + sl.b0 + b) * ld + sl.d * H + j];
+  }
+}
+
+// Stores this unit's entries of step t of a (T, B, D*H) sequence, one per batch row of the block.
+__device__ __forceinline__ void store_rows(float* seq, const float (&src)[kMaxRows], int t, const Slice& sl, int j,
+                                           int B, int ld, int H) {
+#pragma unroll
+  for (int b = 0; b < kMaxRows; ++b) {
+    if (b < sl.rows) seq[(static_cast<int64_t>(t) * B + sl.b0 + b) * ld + sl.d * H + j] = src[b];
   }
 }
 
@@ -107,16 +161,17 @@ __device__ __forceinline__ void init_state_buffers(float* buf, const float* init
 }
 
 // Per step: every thread's part of its unit's product with h_{t-1}; the unit's first thread adds the
-// pre-activation, applies the activation, stores h_t and writes it into the next state buffer of every block
-// of the cluster; then the cluster's barrier.
+// pre-activation, applies the activation and writes h_t into the next state buffer of every block of the
+// cluster; then the barrier, in whose middle that thread stores h_t to the output and loads the next step's
+// pre-activations.
 template <int KPT, Activation A>
 __global__ void __launch_bounds__(kThreads, 1) elman_forward_cluster_kernel(ClusterParams p) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
-  __trap();  // thread-block clusters need sm_90; the host launches this only there
+#if !RNNFAST_HAS_CLUSTERS
+  __trap();
 #else
-  auto cluster = cooperative_groups::this_cluster();
+  const StepExchange exchange{p.blocks_per_direction};
   const Slice sl = block_slice(p);
-  const int H = p.H, B = p.B, ld = p.D * p.H, tpu = p.threads_per_unit, C = p.blocks_per_direction;
+  const int H = p.H, B = p.B, ld = p.D * p.H, tpu = p.threads_per_unit;
   const int jj = threadIdx.x / tpu, q = threadIdx.x % tpu, j = sl.j0 + jj;
   const bool owner = jj < sl.units && q == 0;  // writes unit j's results
   RNNFAST_DYNAMIC_SHARED(float, smem);
@@ -129,17 +184,12 @@ __global__ void __launch_bounds__(kThreads, 1) elman_forward_cluster_kernel(Clus
     w[i] = jj < sl.units && k < H ? w_row[k] : 0.f;
   }
   init_state_buffers(h_buf, p.state0, sl, B, H, p.padded);
-  cluster.sync();  // no block writes into another's buffers before that block has set them up
+  exchange.sync();  // no block writes into another's buffers before that block has set them up
   auto step_t = [&](int step) { return sl.d == 0 ? step : p.T - 1 - step; };
-  float z_next[kMaxRows] = {};  // the next step's pre-activations of unit j (owner only)
-  if (owner) load_rows(z_next, p.seq, step_t(0), sl, j, B, ld, H);
   const int rows_size = sl.rows * p.padded;
-  for (int step = 0; step < p.T; ++step) {
-    const int t = step_t(step);
-    float z[kMaxRows];
-#pragma unroll
-    for (int b = 0; b < kMaxRows; ++b) z[b] = z_next[b];
-    if (owner && step + 1 < p.T) load_rows(z_next, p.seq, step_t(step + 1), sl, j, B, ld, H);
+  // z: unit j's pre-activations at `step`, then its h_t (owner only). Loaded two steps ahead, into one of two
+  // register sets (even and odd steps), so that the load has two steps to arrive.
+  auto run_step = [&](int step, float (&z)[kMaxRows]) {
     const float* h_cur = h_buf + (step % 2) * rows_size;
     float* h_next = h_buf + ((step + 1) % 2) * rows_size;
 #pragma unroll
@@ -147,12 +197,25 @@ __global__ void __launch_bounds__(kThreads, 1) elman_forward_cluster_kernel(Clus
       if (b >= sl.rows) break;
       const float acc = unit_dot(w, h_cur + b * p.padded, q, tpu);
       if (owner) {
-        const float h = ActivationFn<A>::forward(z[b] + acc);
-        p.seq[(static_cast<int64_t>(t) * B + sl.b0 + b) * ld + sl.d * H + j] = h;
-        for (int r = 0; r < C; ++r) cluster.map_shared_rank(h_next, r)[b * p.padded + j] = h;
+        z[b] = ActivationFn<A>::forward(z[b] + acc);
+        exchange.publish(h_next, b * p.padded + j, z[b]);
       }
     }
-    cluster.sync();  // h_t of every unit is in every block's next buffer, and the current one is free again
+    exchange.arrive();
+    if (owner) {
+      store_rows(p.seq, z, step_t(step), sl, j, B, ld, H);
+      if (step + 2 < p.T) load_rows(z, p.seq, step_t(step + 2), sl, j, B, ld, H);
+    }
+    exchange.wait();  // h_t of every unit is in every block's next buffer, and the current one is free again
+  };
+  float z_even[kMaxRows] = {}, z_odd[kMaxRows] = {};
+  if (owner) {
+    load_rows(z_even, p.seq, step_t(0), sl, j, B, ld, H);
+    if (p.T > 1) load_rows(z_odd, p.seq, step_t(1), sl, j, B, ld, H);
+  }
+  for (int step = 0; step < p.T; step += 2) {
+    run_step(step, z_even);
+    if (step + 1 < p.T) run_step(step + 1, z_odd);
   }
   const float* h_last = h_buf + (p.T % 2) * rows_size;
   if (owner) {
@@ -168,12 +231,12 @@ __global__ void __launch_bounds__(kThreads, 1) elman_forward_cluster_kernel(Clus
 // sum_j W_hh[j][k] dL/dz_t[j], its weights being column k.
 template <int KPT, Activation A>
 __global__ void __launch_bounds__(kThreads, 1) elman_backward_cluster_kernel(ClusterParams p) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+#if !RNNFAST_HAS_CLUSTERS
   __trap();
 #else
-  auto cluster = cooperative_groups::this_cluster();
+  const StepExchange exchange{p.blocks_per_direction};
   const Slice sl = block_slice(p);
-  const int H = p.H, B = p.B, ld = p.D * p.H, tpu = p.threads_per_unit, C = p.blocks_per_direction;
+  const int H = p.H, B = p.B, ld = p.D * p.H, tpu = p.threads_per_unit;
   const int kk = threadIdx.x / tpu, q = threadIdx.x % tpu, k = sl.j0 + kk;
   const bool owner = kk < sl.units && q == 0;
   RNNFAST_DYNAMIC_SHARED(float, smem);
@@ -193,37 +256,49 @@ __global__ void __launch_bounds__(kThreads, 1) elman_backward_cluster_kernel(Clu
       if (b < sl.rows) dh[b] = p.state[(static_cast<int64_t>(sl.d) * B + sl.b0 + b) * H + k];
     }
   }
-  cluster.sync();
+  exchange.sync();
   auto step_t = [&](int step) { return sl.d == 0 ? step : p.T - 1 - step; };
-  float g_next[kMaxRows] = {}, h_next[kMaxRows] = {};  // the next step's incoming dL/dh_t and saved h_t of unit k
-  if (owner) {
-    load_rows(g_next, p.seq, step_t(p.T - 1), sl, k, B, ld, H);
-    load_rows(h_next, p.out, step_t(p.T - 1), sl, k, B, ld, H);
-  }
   const int rows_size = sl.rows * p.padded;
-  for (int step = p.T - 1; step >= 0; --step) {
-    const int t = step_t(step);
+  // g: unit k's dL/dh_t from above at `step`, then its dL/dz_t; h: its saved h_t (owner only). Loaded two steps
+  // ahead, into one of two register sets, as in the forward kernel.
+  auto run_step = [&](int step, float (&g)[kMaxRows], float (&h)[kMaxRows]) {
     float* dz_cur = dz_buf + (step % 2) * rows_size;
     if (owner) {
 #pragma unroll
       for (int b = 0; b < kMaxRows; ++b) {  // to kMaxRows, so that the register arrays' indices are constants
         if (b >= sl.rows) break;
-        const float dz = ActivationFn<A>::backward_from_output(g_next[b] + dh[b], h_next[b]);
-        p.seq[(static_cast<int64_t>(t) * B + sl.b0 + b) * ld + sl.d * H + k] = dz;
-        for (int r = 0; r < C; ++r) cluster.map_shared_rank(dz_cur, r)[b * p.padded + k] = dz;
-      }
-      if (step > 0) {
-        load_rows(g_next, p.seq, step_t(step - 1), sl, k, B, ld, H);
-        load_rows(h_next, p.out, step_t(step - 1), sl, k, B, ld, H);
+        g[b] = ActivationFn<A>::backward_from_output(g[b] + dh[b], h[b]);
+        exchange.publish(dz_cur, b * p.padded + k, g[b]);
       }
     }
-    cluster.sync();  // dL/dz_t of every unit is in every block's buffer
+    exchange.arrive();
+    if (owner) {
+      store_rows(p.seq, g, step_t(step), sl, k, B, ld, H);
+      if (step >= 2) {
+        load_rows(g, p.seq, step_t(step - 2), sl, k, B, ld, H);
+        load_rows(h, p.out, step_t(step - 2), sl, k, B, ld, H);
+      }
+    }
+    exchange.wait();  // dL/dz_t of every unit is in every block's buffer
 #pragma unroll
     for (int b = 0; b < kMaxRows; ++b) {
       if (b >= sl.rows) break;
       const float acc = unit_dot(w, dz_cur + b * p.padded, q, tpu);
       if (owner) dh[b] = acc;
     }
+  };
+  float g_last[kMaxRows] = {}, h_last[kMaxRows] = {}, g_before[kMaxRows] = {}, h_before[kMaxRows] = {};
+  if (owner) {
+    load_rows(g_last, p.seq, step_t(p.T - 1), sl, k, B, ld, H);
+    load_rows(h_last, p.out, step_t(p.T - 1), sl, k, B, ld, H);
+    if (p.T > 1) {
+      load_rows(g_before, p.seq, step_t(p.T - 2), sl, k, B, ld, H);
+      load_rows(h_before, p.out, step_t(p.T - 2), sl, k, B, ld, H);
+    }
+  }
+  for (int step = p.T - 1; step >= 0; step -= 2) {
+    run_step(step, g_last, h_last);
+    if (step >= 1) run_step(step - 1, g_before, h_before);
   }
   // No block reads or writes another's buffers after the last barrier, so each may leave when done.
   if (owner) {

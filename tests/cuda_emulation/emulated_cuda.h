@@ -1,10 +1,10 @@
 // CUDA's execution model on CPU threads, so that tests can run a kernel's own source without a GPU: one
 // std::thread per CUDA thread, a std::barrier per block for __syncthreads, one per warp for the shuffles, one per
-// thread-block cluster for its barrier (with map_shared_rank into the other blocks' shared memory), and one for
-// the whole grid for cooperative_groups' grid sync. Enough of CUDA for the persistent kernels
-// (csrc/cuda/persistent_device.cuh); shared memory starts as NaN, as a reminder that CUDA's starts undefined.
-// Memory ordering is the CPU's, made strong by the barriers, so it cannot show a missing L1 bypass or fence.
-// Include it after torch's headers and before the kernels'.
+// thread-block cluster for its barrier (whole, or split into arrive and wait; with map_shared_rank into the other
+// blocks' shared memory), and one for the whole grid for cooperative_groups' grid sync. Enough of CUDA for the
+// persistent kernels (csrc/cuda/persistent_device.cuh); shared memory starts as NaN, as a reminder that CUDA's
+// starts undefined. Memory ordering is the CPU's, made strong by the barriers, so it cannot show a missing L1
+// bypass or fence. Include it after torch's headers and before the kernels'.
 #pragma once
 
 #define RNNFAST_CUDA_EMULATION 1
@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -68,6 +69,7 @@ struct ThreadContext {
   Block* block = nullptr;
   Cluster* cluster = nullptr;
   unsigned rank = 0;  // the block's rank in its cluster
+  std::optional<std::barrier<>::arrival_token> cluster_arrival;  // between barrier_arrive and barrier_wait
   std::barrier<>* grid = nullptr;
 };
 
@@ -144,6 +146,17 @@ inline grid_group this_grid() { return {}; }
 
 struct cluster_group {
   void sync() { rnnfast::emulation::current.cluster->barrier.arrive_and_wait(); }
+  struct arrival_token {};
+  arrival_token barrier_arrive() const {
+    auto& current = rnnfast::emulation::current;
+    current.cluster_arrival.emplace(current.cluster->barrier.arrive());
+    return {};
+  }
+  void barrier_wait() const {
+    auto& current = rnnfast::emulation::current;
+    current.cluster->barrier.wait(std::move(*current.cluster_arrival));
+    current.cluster_arrival.reset();
+  }
   unsigned block_rank() const { return rnnfast::emulation::current.rank; }
   // The address in block `rank`'s shared memory that `address` has in this block's.
   template <typename T>
