@@ -7,6 +7,9 @@
 #include <cooperative_groups.h>
 
 #include <climits>
+#include <map>
+#include <mutex>
+#include <tuple>
 
 #include "elman_cluster_kernels.cuh"
 
@@ -31,15 +34,23 @@ cudaLaunchConfig_t launch_config(const ElmanSizes& s, const ClusterPlan& plan, c
 }
 
 // Whether at least one cluster of the plan fits the device (clusters are independent: any number can run, in
-// waves).
+// waves). The occupancy query is a driver call, which each layer call would otherwise make three times (choosing
+// the path asks it of both kernels, launching of its own), so its answer is kept per kernel, device, cluster size
+// and shared memory.
 bool cluster_fits(void (*kernel)(ClusterParams), const ElmanSizes& s, const ClusterPlan& plan) {
   const int smem = static_cast<int>(plan.smem);
   C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  static std::mutex mutex;
+  static std::map<std::tuple<void (*)(ClusterParams), int, int, int>, bool> known;
+  const auto key = std::make_tuple(kernel, static_cast<int>(c10::cuda::current_device()), plan.cluster_size, smem);
+  const std::lock_guard<std::mutex> lock(mutex);
+  const auto found = known.find(key);
+  if (found != known.end()) return found->second;
   cudaLaunchAttribute attribute;
   const cudaLaunchConfig_t config = launch_config(s, plan, &attribute);
   int clusters = 0;
   C10_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&clusters, kernel, &config));
-  return clusters > 0;
+  return known[key] = clusters > 0;
 }
 
 void launch(void (*kernel)(ClusterParams), ClusterParams params, const ElmanSizes& s, const ClusterPlan& plan) {
