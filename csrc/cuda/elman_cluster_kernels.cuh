@@ -287,18 +287,19 @@ __global__ void __launch_bounds__(kThreads, 1) elman_backward_cluster_kernel(Clu
       if (owner) dh[b] = acc;
     }
   };
-  float g_last[kMaxRows] = {}, h_last[kMaxRows] = {}, g_before[kMaxRows] = {}, h_before[kMaxRows] = {};
+  // Set a: the steps the loop runs first, third, ... (T - 1, T - 3, ...); set b: the others.
+  float g_a[kMaxRows] = {}, h_a[kMaxRows] = {}, g_b[kMaxRows] = {}, h_b[kMaxRows] = {};
   if (owner) {
-    load_rows(g_last, p.seq, step_t(p.T - 1), sl, k, B, ld, H);
-    load_rows(h_last, p.out, step_t(p.T - 1), sl, k, B, ld, H);
+    load_rows(g_a, p.seq, step_t(p.T - 1), sl, k, B, ld, H);
+    load_rows(h_a, p.out, step_t(p.T - 1), sl, k, B, ld, H);
     if (p.T > 1) {
-      load_rows(g_before, p.seq, step_t(p.T - 2), sl, k, B, ld, H);
-      load_rows(h_before, p.out, step_t(p.T - 2), sl, k, B, ld, H);
+      load_rows(g_b, p.seq, step_t(p.T - 2), sl, k, B, ld, H);
+      load_rows(h_b, p.out, step_t(p.T - 2), sl, k, B, ld, H);
     }
   }
   for (int step = p.T - 1; step >= 0; step -= 2) {
-    run_step(step, g_last, h_last);
-    if (step >= 1) run_step(step - 1, g_before, h_before);
+    run_step(step, g_a, h_a);
+    if (step >= 1) run_step(step - 1, g_b, h_b);
   }
   // No block reads or writes another's buffers after the last barrier, so each may leave when done.
   if (owner) {
