@@ -212,12 +212,16 @@ def test_elman_persistent_kernels_match_the_cpu_kernels(emulated_elman, case, re
 
 # name -> T, B, H, D, batch_sizes. The kernels' tiles are 16 batch rows by 64 columns, and K is staged 256
 # (float32) or 128 (float64) at a time: one tile; 2 x 2 tiles a direction, both directions in each launch; the
-# same packed (rows ending at every step, two tiles' rows included); K in two chunks (float64).
+# same packed (rows ending at every step, two tiles' rows included); K in two chunks (float64); K in two chunks
+# (float64: three) and five column tiles, four of them full. The weight panel is copied 16 bytes at a time where H
+# is a multiple of 16 bytes' values (4 in float32, 2 in float64: H = 20, 260, and in float64 70 and 130 too), else
+# one value at a time.
 FUSED_STEP_CASES = {
     "one-tile": (5, 3, 20, 1, None),
     "tiles-bidirectional": (4, 20, 70, 2, None),
     "tiles-bidirectional-packed": (5, 20, 70, 2, [20, 17, 17, 9, 2]),
     "two-chunks": (3, 2, 130, 1, None),
+    "two-chunks-five-tiles": (3, 2, 260, 1, None),
 }
 
 

@@ -21,6 +21,7 @@ namespace rnnfast {
 namespace cuda {
 namespace elman_fused_step {
 
+using step_product::blocks_per_sm;
 using step_product::kThreads;
 using step_product::kTileCols;
 using step_product::kTileRows;
@@ -55,6 +56,14 @@ struct BackwardParams {
   StepRows step[2];
 };
 
+// What the backward's operand dL/dz_t at one (row, unit) is computed from: dL/dh_t from the layer's output and
+// from the steps after, and h_t.
+template <typename scalar_t, typename acc_t>
+struct StepGradInputs {
+  scalar_t grad_out, output;
+  acc_t grad_h;
+};
+
 // The block's direction, and the first batch row and column of its tile.
 struct Tile {
   int d, row0, col0;
@@ -74,7 +83,7 @@ __device__ __forceinline__ StepRows step_rows(const Params& p, int d) {
 }
 
 template <typename scalar_t, typename acc_t, Activation A>
-__global__ void __launch_bounds__(kThreads) forward_step_kernel(ForwardParams<scalar_t> p) {
+__global__ void __launch_bounds__(kThreads, blocks_per_sm<acc_t>()) forward_step_kernel(ForwardParams<scalar_t> p) {
   RNNFAST_STEP_SHARED(acc_t, smem);
   const Tile tile = block_tile(p);
   const StepRows st = step_rows(p, tile.d);
@@ -82,33 +91,42 @@ __global__ void __launch_bounds__(kThreads) forward_step_kernel(ForwardParams<sc
   scalar_t* out_t = p.output + st.t * p.B * ld + tile.d * p.H;
   const scalar_t* out_prev = p.output + st.prev_t * p.B * ld + tile.d * p.H;
   const scalar_t* h0 = p.hx + static_cast<int64_t>(tile.d) * p.B * p.H;
-  auto h_prev = [&](int r, int k) -> acc_t {
+  // h_{t-1}: the previous step's output for rows that ran it, hx for rows starting now, 0 for rows not running.
+  auto h_prev = [&](int r, int k) -> scalar_t {
     const int b = tile.row0 + r;
-    if (b >= st.rows) return acc_t(0);
-    return static_cast<acc_t>(b < st.continuing ? out_prev[b * ld + k] : h0[static_cast<int64_t>(b) * p.H + k]);
+    if (b >= st.rows) return scalar_t(0);
+    const scalar_t* row = b < st.continuing ? out_prev + b * ld : h0 + static_cast<int64_t>(b) * p.H;
+    return row[k];
   };
   acc_t recurrent[step_product::kMicro];  // h_{t-1} W_hh^T at this thread's four results
-  step_product::tile_product<scalar_t, acc_t>(h_prev, p.weight_t + static_cast<int64_t>(tile.d) * p.H * p.H +
-                                              tile.col0, p.H, p.H, p.H - tile.col0, smem, recurrent);  // fmt: skip
-  const int b = tile.row0 + step_product::result_row();
+  const scalar_t* panel = p.weight_t + static_cast<int64_t>(tile.d) * p.H * p.H + tile.col0;
+  step_product::tile_product<scalar_t, acc_t>(h_prev, step_product::Widen<acc_t>(), panel, p.H, p.H, p.H - tile.col0,
+                                              smem, recurrent);
+  // This thread's results: row b, columns j0 .. j0 + 3. Their pre-activations (x_t W_ih^T + b) are all loaded
+  // before any h_t is stored, which the compiler could not otherwise tell apart from them.
+  const int b = tile.row0 + step_product::result_row(), j0 = tile.col0 + step_product::result_col();
   if (b >= p.B) return;
+  scalar_t* z = out_t + b * ld + j0;
+  scalar_t pre[step_product::kMicro];
+#pragma unroll
+  for (int c = 0; c < step_product::kMicro; ++c) pre[c] = b < st.rows && j0 + c < p.H ? z[c] : scalar_t(0);
 #pragma unroll
   for (int c = 0; c < step_product::kMicro; ++c) {
-    const int j = tile.col0 + step_product::result_col() + c;
+    const int j = j0 + c;
     if (j >= p.H) break;
-    scalar_t* z = out_t + b * ld + j;
     if (b >= st.rows) {
-      *z = scalar_t(0);
+      z[c] = scalar_t(0);
       continue;
     }
-    const scalar_t h = static_cast<scalar_t>(ActivationFn<A>::forward(static_cast<acc_t>(*z) + recurrent[c]));
-    *z = h;
+    const scalar_t h = static_cast<scalar_t>(ActivationFn<A>::forward(static_cast<acc_t>(pre[c]) + recurrent[c]));
+    z[c] = h;
     if (b >= st.rows_next) p.h_n[(static_cast<int64_t>(tile.d) * p.B + b) * p.H + j] = h;
   }
 }
 
 template <typename scalar_t, typename acc_t, Activation A>
-__global__ void __launch_bounds__(kThreads) backward_step_kernel(BackwardParams<scalar_t, acc_t> p) {
+__global__ void __launch_bounds__(kThreads, blocks_per_sm<acc_t>())
+    backward_step_kernel(BackwardParams<scalar_t, acc_t> p) {
   RNNFAST_STEP_SHARED(acc_t, smem);
   const Tile tile = block_tile(p);
   const StepRows st = step_rows(p, tile.d);
@@ -119,21 +137,29 @@ __global__ void __launch_bounds__(kThreads) backward_step_kernel(BackwardParams<
   // stage every column of their rows, store it (grad_out is read instead of grad_z, so no block reads a value
   // another has overwritten).
   const bool stores_grad_z = tile.col0 == 0;
-  auto grad_z_t = [&](int r, int j) -> acc_t {
+  auto fetch = [&](int r, int j) -> StepGradInputs<scalar_t, acc_t> {
+    const int b = tile.row0 + r;
+    if (b >= st.rows) return {scalar_t(0), scalar_t(0), acc_t(0)};
+    const int64_t at = step_offset + b * ld + j;
+    return {p.grad_out[at], p.output[at], p.grad_h_in[state_offset + b * p.H + j]};
+  };
+  auto grad_z_t = [&](int r, int j, const StepGradInputs<scalar_t, acc_t>& in) -> acc_t {
     const int b = tile.row0 + r;
     if (b >= p.B) return acc_t(0);
-    const int64_t at = step_offset + b * ld + j;
     scalar_t g = scalar_t(0);
     if (b < st.rows) {
-      const acc_t grad_h = static_cast<acc_t>(p.grad_out[at]) + p.grad_h_in[state_offset + b * p.H + j];
-      g = static_cast<scalar_t>(ActivationFn<A>::backward_from_output(grad_h, static_cast<acc_t>(p.output[at])));
+      const acc_t grad_h = static_cast<acc_t>(in.grad_out) + in.grad_h;
+      g = static_cast<scalar_t>(ActivationFn<A>::backward_from_output(grad_h, static_cast<acc_t>(in.output)));
     }
-    if (stores_grad_z) p.grad_z[at] = g;
+    if (stores_grad_z) p.grad_z[step_offset + b * ld + j] = g;
     return static_cast<acc_t>(g);
   };
   acc_t grad_prev[step_product::kMicro];  // dL/dz_t W_hh at this thread's four results
-  step_product::tile_product<scalar_t, acc_t>(grad_z_t, p.weight + static_cast<int64_t>(tile.d) * p.H * p.H +
-                                              tile.col0, p.H, p.H, p.H - tile.col0, smem, grad_prev);  // fmt: skip
+  // Four rows' three loads in flight at a time: eight spilled out of the registers blocks_per_sm leaves a thread.
+  constexpr int kRowsInFlight = 4;
+  const scalar_t* panel = p.weight + static_cast<int64_t>(tile.d) * p.H * p.H + tile.col0;
+  step_product::tile_product<scalar_t, acc_t, kRowsInFlight>(fetch, grad_z_t, panel, p.H, p.H, p.H - tile.col0, smem,
+                                                             grad_prev);
   const int b = tile.row0 + step_product::result_row();
   if (b >= p.B) return;
 #pragma unroll

@@ -1,10 +1,11 @@
 // CUDA's execution model on CPU threads, so that tests can run a kernel's own source without a GPU: one
 // std::thread per CUDA thread, a std::barrier per block for __syncthreads, one per warp for the shuffles, one per
 // thread-block cluster for its barrier (whole, or split into arrive and wait; with map_shared_rank into the other
-// blocks' shared memory), and one for the whole grid for cooperative_groups' grid sync. Enough of CUDA for the
-// persistent kernels (csrc/cuda/persistent_device.cuh); shared memory starts as NaN, as a reminder that CUDA's
-// starts undefined. Memory ordering is the CPU's, made strong by the barriers, so it cannot show a missing L1
-// bypass or fence. Include it after torch's headers and before the kernels'.
+// blocks' shared memory), one for the whole grid for cooperative_groups' grid sync, and asynchronous copies that
+// land at their wait. Enough of CUDA for the persistent and fused-step kernels (csrc/cuda/persistent_device.cuh,
+// step_product.cuh); shared memory starts as NaN, as a reminder that CUDA's starts undefined. Memory ordering is
+// the CPU's, made strong by the barriers, so it cannot show a missing L1 bypass or fence. Include it after torch's
+// headers and before the kernels'.
 #pragma once
 
 #define RNNFAST_CUDA_EMULATION 1
@@ -12,6 +13,7 @@
 #include <algorithm>
 #include <barrier>
 #include <cstddef>
+#include <cstring>
 #include <limits>
 #include <memory>
 #include <optional>
@@ -33,6 +35,10 @@ inline thread_local dim3 threadIdx, blockIdx, blockDim, gridDim;
 
 struct alignas(16) float4 {
   float x, y, z, w;
+};
+
+struct alignas(16) double2 {
+  double x, y;
 };
 
 using std::max;
@@ -71,6 +77,15 @@ struct ThreadContext {
   unsigned rank = 0;  // the block's rank in its cluster
   std::optional<std::barrier<>::arrival_token> cluster_arrival;  // between barrier_arrive and barrier_wait
   std::barrier<>* grid = nullptr;
+  // cuda_pipeline's asynchronous copies, (destination, source, bytes): issued since the last commit, and the
+  // committed batches, oldest first, none of which has landed yet.
+  struct Copy {
+    void* to;
+    const void* from;
+    size_t bytes;
+  };
+  std::vector<Copy> copies_issued;
+  std::vector<std::vector<Copy>> copies_committed;
 };
 
 inline thread_local ThreadContext current;
@@ -136,6 +151,25 @@ inline float __shfl_xor_sync(unsigned /*mask*/, float value, int lane_mask) {
 template <typename T>
 T __ldcg(const T* p) {
   return *p;
+}
+
+// cuda_pipeline's asynchronous copies from global to shared memory. A copy lands only when a wait takes its batch,
+// so a kernel that reads its destination before waiting reads what was there before (NaN, at first).
+inline void __pipeline_memcpy_async(void* to, const void* from, size_t bytes) {
+  rnnfast::emulation::current.copies_issued.push_back({to, from, bytes});
+}
+inline void __pipeline_commit() {
+  auto& current = rnnfast::emulation::current;
+  current.copies_committed.push_back(std::move(current.copies_issued));
+  current.copies_issued.clear();
+}
+// Lands every committed batch but the newest `prior`.
+inline void __pipeline_wait_prior(size_t prior) {
+  auto& batches = rnnfast::emulation::current.copies_committed;
+  while (batches.size() > prior) {
+    for (const auto& copy : batches.front()) std::memcpy(copy.to, copy.from, copy.bytes);
+    batches.erase(batches.begin());
+  }
 }
 
 namespace cooperative_groups {
