@@ -59,10 +59,10 @@ constexpr int blocks_per_sm() {
   return sizeof(acc_t) == 8 ? 1 : 2;
 }
 
-// A kernel's dynamic shared memory as an acc_t array `name`: one declaration (as double, aligned for every type)
-// for all instances, whose element types would otherwise clash.
-#define RNNFAST_STEP_SHARED(acc_t, name)             \
-  RNNFAST_DYNAMIC_SHARED(double, step_shared_raw); \
+// A kernel's dynamic shared memory as an acc_t array `name`: one declaration for all instances, whose element
+// types would otherwise clash, as double2, so that it is declared 16-byte aligned for the 16-byte accesses.
+#define RNNFAST_STEP_SHARED(acc_t, name)              \
+  RNNFAST_DYNAMIC_SHARED(double2, step_shared_raw); \
   acc_t* name = reinterpret_cast<acc_t*>(step_shared_raw)
 
 // This thread's four results of the tile lie in row result_row() at columns result_col() + 0..3.
