@@ -103,7 +103,8 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm<acc_t>()) forward_step
   step_product::tile_product<scalar_t, acc_t>(h_prev, step_product::Widen<acc_t>(), panel, p.H, p.H, p.H - tile.col0,
                                               smem, recurrent);
   // This thread's results: row b, columns j0 .. j0 + 3. Their pre-activations (x_t W_ih^T + b) are all loaded
-  // before any h_t is stored, which the compiler could not otherwise tell apart from them.
+  // before any h_t is stored: the compiler cannot tell that a store does not alias a later load, and would wait out
+  // each load in turn.
   const int b = tile.row0 + step_product::result_row(), j0 = tile.col0 + step_product::result_col();
   if (b >= p.B) return;
   scalar_t* z = out_t + b * ld + j0;
