@@ -84,8 +84,70 @@ def uses_persistent(cell, x, weight_hh):
     return torch.ops.rnnfast.gated_cuda_uses_persistent(cell, x, weight_hh.unsqueeze(0), False)
 
 
-def implementations(B, H, T, device, dtype, cell="RNN"):
-    """name -> (forward callable, forward+backward callable) at this shape, all with the same weights."""
+# The rnnfast paths (RNNFAST_CUDA_PATH) timed on CUDA, by cell kind: first what the default runs, verified by the
+# GPU checks in benchmarks/results/h200-*/ (Elman: auto, the persistent path at small batch and the general path
+# elsewhere, each of the two also timed alone in three checks; the LSTM and GRU: the general path), then the
+# opt-in paths not yet verified on a GPU. The Elman cluster plan is timed wherever it holds the layer: written for
+# the small batches, it also takes batch 64-256 at hidden 256, the general path's worst shapes against cuDNN.
+VERIFIED_PATH = {"RNN": "auto", "gated": "general"}
+OPT_IN_PATHS = {"RNN": ["cluster", "fused"], "gated": ["persistent", "fused"]}
+# Where each kind's tests run on every path (a test's id names its path).
+PATH_TEST_FILE = {"RNN": "test_cuda.py", "gated": "test_cuda_gated.py"}
+CUDA_TEST_FILES = ["tests/test_cuda.py", "tests/test_cuda_gated.py", "tests/test_cuda_scan.py",
+                   "tests/test_mixed_precision.py"]  # fmt: skip
+
+
+def cell_kind(cell):
+    return "RNN" if cell == "RNN" else "gated"
+
+
+def default_paths(cell):
+    return [VERIFIED_PATH[cell_kind(cell)]] + OPT_IN_PATHS[cell_kind(cell)]
+
+
+def path_test_group(cell, path):
+    return f"{cell_kind(cell)}-{path}"
+
+
+def check_test_groups():
+    """group -> pytest arguments, for gpu_check.sh to run each group in a process of its own: the CUDA tests of the
+    verified paths first, then each opt-in path's, so that one new to a GPU that hangs or faults (a CUDA error
+    leaves the process's CUDA context unusable) cannot stop or spoil the others' tests; last the op tests (CPU and
+    CUDA)."""
+    opt_in = {f"{kind}-{path}": f"{PATH_TEST_FILE[kind]} and {path}" for kind, paths in OPT_IN_PATHS.items()
+              for path in paths}  # fmt: skip
+    groups = {"verified": CUDA_TEST_FILES + ["-m", "cuda", "-k", " and ".join(f"not ({k})" for k in opt_in.values())]}
+    groups.update({group: CUDA_TEST_FILES + ["-m", "cuda", "-k", k] for group, k in opt_in.items()})
+    groups["ops"] = ["tests/test_ops.py", "tests/test_gated_ops.py"]
+    return groups
+
+
+def paths_safe_to_time(cell, paths, tests_dir):
+    """paths, less each opt-in one whose test process (gpu_check.sh writes its exit status and output to
+    tests_dir/<group>.rc and .log) did not run, was stopped by its time limit or a signal, or met a CUDA error:
+    timing such a path could hang this process or leave its CUDA context unusable for every implementation after
+    it. A path whose tests only failed is still timed (its speed says whether it is worth fixing)."""
+    safe = []
+    for path in paths:
+        if path in OPT_IN_PATHS[cell_kind(cell)]:
+            base = os.path.join(tests_dir, path_test_group(cell, path))
+            rc, cuda_error = "missing", False
+            if os.path.exists(base + ".rc") and os.path.exists(base + ".log"):
+                with open(base + ".rc") as f:
+                    rc = f.read().strip()
+                with open(base + ".log", errors="replace") as f:
+                    cuda_error = "CUDA error" in f.read()
+            if rc not in ("0", "1") or cuda_error:
+                print(f"gpu_check: not timing {cell} on {path}: its tests' exit status {rc}"
+                      + (", a CUDA error" if cuda_error else ""), file=sys.stderr)  # fmt: skip
+                continue
+        safe.append(path)
+    return safe
+
+
+def implementations(B, H, T, device, dtype, cell="RNN", paths=None):
+    """name -> (forward callable, forward+backward callable) at this shape, all with the same weights; paths: the
+    rnnfast paths to time on CUDA (default_paths(cell) if None)."""
     reference = getattr(torch.nn, cell)(H, H).to(device, dtype)
     fast = getattr(rnnfast, cell)(H, H).to(device, dtype)
     fast.load_state_dict(reference.state_dict())
@@ -108,11 +170,7 @@ def implementations(B, H, T, device, dtype, cell="RNN"):
         return run
 
     impls = {"cudnn" if device == "cuda" else "torch.nn": (forward(reference), training(reference))}
-    # For the LSTM and GRU, auto is the general path (the persistent one is opt-in until a GPU check verifies it).
-    # The Elman cluster plan (opt-in, RNNFAST_CUDA_PATH=cluster) is timed wherever it holds the layer: written for
-    # the small batches, it also takes batch 64-256 at hidden 256, the general path's worst shapes against cuDNN.
-    # The opt-in fused setting (the Elman fused-step path, the gated loops' tiled products) everywhere.
-    paths = ["general", "persistent"] + (["auto", "cluster"] if cell == "RNN" else []) + ["fused"]
+    paths = default_paths(cell) if paths is None else paths
     if device != "cuda":
         paths = ["cpu"]
     takes_persistent = lambda: uses_persistent(cell, x, fast.weight_hh_l0)  # noqa: E731
@@ -123,12 +181,12 @@ def implementations(B, H, T, device, dtype, cell="RNN"):
     return impls
 
 
-def run(grid, device, dtype, warmup, repeats, progress=sys.stderr, cell="RNN", on_shape=None):
+def run(grid, device, dtype, warmup, repeats, progress=sys.stderr, cell="RNN", on_shape=None, paths=None):
     """Times every shape of grid; on_shape(rows), if given, receives the rows so far after each shape."""
     time_call = make_timer(device)
     rows = []
     for i, (B, H, T) in enumerate(grid):
-        impls = implementations(B, H, T, device, dtype, cell)
+        impls = implementations(B, H, T, device, dtype, cell, paths)
         for mode, index in [("forward", 0), ("forward+backward", 1)]:
             medians = median_times({name: fns[index] for name, fns in impls.items()}, time_call, warmup, repeats)
             rows.append(dict(batch=B, hidden=H, seq_len=T, mode=mode, seconds=medians))
@@ -173,16 +231,39 @@ def markdown(rows, meta):
     return "\n".join(lines) + "\n"
 
 
+def add_path_arguments(parser):
+    parser.add_argument("--paths", help="comma-separated rnnfast CUDA paths to time (default: "
+                        + "; ".join(f"{c}: {','.join(default_paths(c))}" for c in ("RNN", "LSTM")) + "; GRU as LSTM)")
+    parser.add_argument("--tests-dir", help="gpu_check.sh's folder of per-path test results: paths whose tests "
+                        "were stopped or met a CUDA error are not timed")  # fmt: skip
+
+
+def chosen_paths(args, cell):
+    if args.device != "cuda":
+        return ["cpu"]
+    paths = args.paths.split(",") if args.paths else default_paths(cell)
+    return paths_safe_to_time(cell, paths, args.tests_dir) if args.tests_dir else paths
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", required=True, help="folder for gpu_check.json and gpu_check.md")
+    parser.add_argument("--out", help="folder for gpu_check.json and gpu_check.md")
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     parser.add_argument("--grid", default="default", choices=sorted(GRIDS))
     parser.add_argument("--cell", default="RNN", choices=["RNN", "LSTM", "GRU"], help="which torch.nn layer")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16", "float64"])
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=10)
+    add_path_arguments(parser)
+    parser.add_argument("--test-groups", action="store_true",
+                        help="print gpu_check.sh's test groups, one a line: name|pytest argument|..., and exit")
     args = parser.parse_args(argv)
+    if args.test_groups:
+        for group, pytest_args in check_test_groups().items():
+            print("|".join([group] + pytest_args))
+        return
+    if args.out is None:
+        parser.error("--out is required")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but no CUDA device is visible")
     dtype = getattr(torch, args.dtype)
@@ -195,9 +276,11 @@ def main(argv=None):
         torch=torch.__version__, dtype=args.dtype, warmup=args.warmup, repeats=args.repeats, cell=args.cell,
         command=" ".join([sys.executable] + sys.argv),
     )  # fmt: skip
+    paths = chosen_paths(args, args.cell)
+    meta["paths"] = paths
     # Written after every shape, so that a run its time limit cuts short keeps the shapes it measured.
     rows = run(GRIDS[args.grid], args.device, dtype, args.warmup, args.repeats, cell=args.cell,
-               on_shape=lambda rows: write_results(args.out, rows, meta))  # fmt: skip
+               on_shape=lambda rows: write_results(args.out, rows, meta), paths=paths)  # fmt: skip
     print(write_results(args.out, rows, meta))
 
 

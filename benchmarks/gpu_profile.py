@@ -51,11 +51,13 @@ def profile_row(cell, B, H, T, name, fn, wall, device):
                 top=[dict(name=n, calls=c, us=us) for n, c, us in events[:TOP]])  # fmt: skip
 
 
-def run(shapes, device, warmup, repeats, progress=sys.stderr, on_shape=None):
+def run(shapes, device, warmup, repeats, progress=sys.stderr, on_shape=None, paths=None):
+    """paths: cell -> the rnnfast paths to profile (gpu_check.default_paths(cell) if None)."""
     time_call = gpu_check.make_timer(device)
     rows = []
     for i, (cell, B, H, T) in enumerate(shapes):
-        impls = {name: fns[1] for name, fns in gpu_check.implementations(B, H, T, device, torch.float32, cell).items()}
+        cell_impls = gpu_check.implementations(B, H, T, device, torch.float32, cell, (paths or {}).get(cell))
+        impls = {name: fns[1] for name, fns in cell_impls.items()}
         walls = gpu_check.median_times(impls, time_call, warmup, repeats)
         rows.extend(profile_row(cell, B, H, T, name, fn, walls[name], device) for name, fn in impls.items())
         if on_shape is not None:
@@ -90,6 +92,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="two tiny shapes")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
+    gpu_check.add_path_arguments(parser)
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but no CUDA device is visible")
@@ -98,8 +101,10 @@ def main(argv=None):
     torch.backends.cuda.matmul.allow_tf32 = False
     meta = dict(device=args.device, torch=torch.__version__, repeats=args.repeats,
                 device_name=torch.cuda.get_device_name() if args.device == "cuda" else "cpu")  # fmt: skip
+    shapes = SHAPES["quick" if args.quick else "default"]
+    paths = {cell: gpu_check.chosen_paths(args, cell) for cell in sorted({s[0] for s in shapes})}
     # Written after every shape, so that a run cut short by its time limit keeps what it measured.
-    rows = run(SHAPES["quick" if args.quick else "default"], args.device, args.warmup, args.repeats,
+    rows = run(shapes, args.device, args.warmup, args.repeats, paths=paths,
                on_shape=lambda rows: write_results(args.out, rows, meta))  # fmt: skip
     print(write_results(args.out, rows, meta))
 

@@ -50,6 +50,67 @@ def test_gpu_check_run_cut_short_keeps_the_shapes_it_measured(tmp_path, monkeypa
     assert sum(line.startswith("| 2 | 8 | 16 |") for line in (tmp_path / "gpu_check.md").read_text().splitlines()) == 2
 
 
+def collected_ids(pytest_args):
+    result = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"]
+                            + pytest_args, cwd=ROOT, env=ENV, capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    return [line for line in result.stdout.splitlines() if "::" in line]
+
+
+def test_gpu_check_test_groups_run_every_cuda_test_once_each_opt_in_path_alone(monkeypatch):
+    # gpu_check.sh runs each group in a pytest process of its own, so that an opt-in path that hangs or faults on
+    # its first GPU cannot stop or spoil the other paths' tests: together the groups must hold every CUDA test
+    # once, and an opt-in path's group only that path's tests of its cell kind.
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import gpu_check
+
+    groups = gpu_check.check_test_groups()
+    ids = {name: collected_ids(args) for name, args in groups.items() if name != "ops"}
+    every = collected_ids(gpu_check.CUDA_TEST_FILES + ["-m", "cuda"])
+    assert sorted(i for group in ids.values() for i in group) == sorted(every)
+    for kind, paths in gpu_check.OPT_IN_PATHS.items():
+        for path in paths:
+            group = ids[f"{kind}-{path}"]
+            assert group and all(i.startswith(f"tests/{gpu_check.PATH_TEST_FILE[kind]}::") and path in i for i in group)
+            assert not any(i.startswith(f"tests/{gpu_check.PATH_TEST_FILE[kind]}::") and f"[{path}" in i
+                           for i in ids["verified"])  # fmt: skip
+    assert groups["ops"] == ["tests/test_ops.py", "tests/test_gated_ops.py"]
+
+
+def test_gpu_check_lists_its_test_groups_for_the_shell_to_read_back_whole(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import gpu_check
+
+    # The same read as gpu_check.sh's: one group a line, split at "|" into an array (a -k expression keeps its spaces).
+    script = 'while IFS="|" read -r -a g; do printf "%s\\n" "${g[@]}"; echo; done <<< "$($0 "$1" --test-groups)"'
+    result = subprocess.run(["bash", "-c", script, sys.executable, "benchmarks/gpu_check.py"], cwd=ROOT, env=ENV,
+                            capture_output=True, text=True, check=True)  # fmt: skip
+    read_back = [block.split("\n") for block in result.stdout.strip("\n").split("\n\n")]
+    assert read_back == [[name] + args for name, args in gpu_check.check_test_groups().items()]
+
+
+def test_gpu_check_times_no_opt_in_path_whose_tests_hung_crashed_or_met_a_cuda_error(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import gpu_check
+
+    def tests_ended(group, rc, log):
+        (tmp_path / f"{group}.rc").write_text(f"{rc}\n")
+        (tmp_path / f"{group}.log").write_text(log)
+
+    tests_ended("RNN-cluster", 1, "FAILED tests/test_cuda.py::test_x[cluster] - AssertionError\n1 failed, 80 passed")
+    tests_ended("RNN-fused", 124, "....")  # stopped by its time limit
+    tests_ended("gated-persistent", 1, "torch.AcceleratorError: CUDA error: an illegal memory access was encountered")
+    tests_ended("gated-fused", 0, "29 passed")
+    assert gpu_check.paths_safe_to_time("RNN", gpu_check.default_paths("RNN"), str(tmp_path)) == ["auto", "cluster"]
+    for cell in ["LSTM", "GRU"]:
+        assert gpu_check.paths_safe_to_time(cell, gpu_check.default_paths(cell), str(tmp_path)) == ["general", "fused"]
+    # A group that never ran (its files missing) is not safe either; the verified paths are always timed.
+    empty = tmp_path / "none"
+    empty.mkdir()
+    every_elman_path = ["general", "persistent", "auto", "cluster", "fused"]
+    assert gpu_check.paths_safe_to_time("RNN", every_elman_path, str(empty)) == ["general", "persistent", "auto"]
+
+
 @pytest.mark.parametrize("cell", ["LSTM", "GRU"])
 def test_gpu_check_times_the_gated_layers_against_torch_nn(tmp_path, cell):
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--grid", "tiny",
