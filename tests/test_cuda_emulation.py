@@ -4,7 +4,9 @@ workspace and every gradient. The persistent gated kernels on both their plans (
 direction split over blocks that meet at a grid-wide barrier every step); the Elman cluster kernels with one and
 several blocks per cluster; the Elman persistent kernels (one-block and split plans) that the CUDA path runs by
 default at small batch; and the kernels of RNNFAST_CUDA_PATH=fused: the Elman fused-step kernels with their host
-loops, in float64 and float32, packed sequences included, and the tiled per-step product of the gated loops. No GPU needed; what it cannot show is in emulated_cuda.h."""
+loops, in float64 and float32 (and in float16 and bfloat16, within a multiple of the reference loop's own 16-bit
+error), packed sequences included, and the tiled per-step product of the gated loops. No GPU needed; what it
+cannot show is in emulated_cuda.h."""
 
 import os
 
@@ -12,6 +14,7 @@ import pytest
 import torch
 from torch.utils import cpp_extension
 
+from reference import reference_elman_layer
 from test_gated_ops import gru_args, lstm_args
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -259,6 +262,42 @@ def test_elman_fused_step_kernels_match_the_cpu_kernels(emulated_fused_step, cas
     got = emulated_fused_step.elman_layer_backward(*cast(backward_args), relu)
     for name, g, w in zip(["input", "hx", "weight_ih", "weight_hh", "bias"], got, want, strict=True):
         close(g.double(), w, f"grad {name}")
+
+
+def reference_loop_layer(x, hx, w_ih, w_hh, bias, batch_sizes, relu):
+    """The plain Python loop of tests/reference.py on a layer op's arguments, in their dtype: output, h_n."""
+    T, B = x.shape[:2]
+    lengths = [T] * B if batch_sizes is None else [int((batch_sizes > b).sum()) for b in range(B)]
+    act = torch.relu if relu else torch.tanh
+    directions = [reference_elman_layer(x, hx[d], w_ih[d], w_hh[d], bias[d], torch.zeros_like(bias[d]), act, d == 1,
+                                        lengths) for d in range(hx.shape[0])]  # fmt: skip
+    return torch.cat([output for output, _ in directions], 2), torch.stack([h_n for _, h_n in directions])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
+@pytest.mark.parametrize("case", FUSED_STEP_CASES)
+def test_elman_fused_step_kernels_16bit_error_within_a_multiple_of_a_16bit_loop(emulated_fused_step, case, dtype):
+    # 16-bit values with float32 sums, as the CUDA path runs them. As the GPU tests bound cuDNN's, and flash-attention
+    # its kernels': the error against float64 (the CPU kernels, on the same 16-bit inputs) is within 3x that of the
+    # plain reference loop run in the same dtype, for outputs, h_n and every gradient. tanh only: in 16 bits relu's
+    # derivative flips wherever rounding moves a pre-activation across 0, in any implementation.
+    exact = tuple(t.to(dtype).double() if t is not None and t.is_floating_point() else t
+                  for t in fused_step_args(case, False, torch.float64))  # fmt: skip
+    low = tuple(t.to(dtype) if t is not None and t.is_floating_point() else t for t in exact)
+    batch_sizes = exact[-1]
+    output, h_n = ops.elman_layer_forward(*exact, False)
+    grads = (torch.randn_like(output).to(dtype), torch.randn_like(h_n).to(dtype))
+    truth = (output, h_n, *ops.elman_layer_backward(*(g.double() for g in grads), *exact[:4], output, batch_sizes,
+                                                    False))  # fmt: skip
+    ours = emulated_fused_step.elman_layer_forward(*low, False)
+    ours = (*ours, *emulated_fused_step.elman_layer_backward(*grads, *low[:4], ours[0], batch_sizes, False))
+    leaves = [t.clone().requires_grad_(True) for t in low[:5]]
+    loop = reference_loop_layer(*leaves, batch_sizes, False)
+    loop = (*loop, *torch.autograd.grad(loop, leaves, grads))
+    names = ["output", "h_n", "grad input", "grad hx", "grad weight_ih", "grad weight_hh", "grad bias"]
+    for name, t, o, r in zip(names, truth, ours, loop, strict=True):
+        our_error, loop_error = (o.double() - t).abs().max().item(), (r.double() - t).abs().max().item()
+        assert our_error <= 3 * loop_error + 1e-3 * t.abs().max().item(), (name, our_error, loop_error)
 
 
 # (m, k, n): one tile; rows and columns past a tile's end, K in two float64 chunks; a gated step's shapes (the

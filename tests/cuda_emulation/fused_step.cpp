@@ -1,9 +1,12 @@
 // The kernels of RNNFAST_CUDA_PATH=fused, compiled for the CPU on the emulated CUDA of emulated_cuda.h, for
 // tests/test_cuda_emulation.py: the Elman fused-step path (csrc/cuda/elman_fused_step_kernels.cuh: its kernels and
 // host loops) run inside the shared layer code (csrc/elman_layer.cpp), as layer ops with the real ops'
-// signatures, float32 and float64, packed sequences included; and the tiled per-step product the gated cells'
-// loop takes under that setting (step_product.cuh's product_kernel).
+// signatures, in every dtype the CUDA path takes (16-bit ones with float32 sums, as there), packed sequences
+// included; and the tiled per-step product the gated cells' loop takes under that setting (step_product.cuh's
+// product_kernel).
 #include <torch/extension.h>
+
+#include <ATen/OpMathType.h>
 
 #include <limits>
 
@@ -28,20 +31,21 @@ struct EmulatedLaunch {
 void emulated_forward(at::Tensor& output, const at::Tensor& hx, const at::Tensor& weight_hh, at::Tensor& h_n,
                       const ElmanSizes& s, const int64_t* batch_sizes, bool relu) {
   h_n.fill_(std::numeric_limits<double>::quiet_NaN());
-  AT_DISPATCH_FLOATING_TYPES(output.scalar_type(), "emulated_fused_step_forward", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, output.scalar_type(), "emulated_fused_step_forward", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
     RNNFAST_DISPATCH_ACTIVATION(relu, act, [&] {
-      fused::forward_recurrence<scalar_t, scalar_t, act>(output, hx, weight_hh, h_n, s, batch_sizes,
-                                                         EmulatedLaunch());
+      fused::forward_recurrence<scalar_t, acc_t, act>(output, hx, weight_hh, h_n, s, batch_sizes, EmulatedLaunch());
     });
   });
 }
 
 void emulated_backward(at::Tensor& grad_z, at::Tensor& grad_h, const at::Tensor& output, const at::Tensor& weight_hh,
                        const ElmanSizes& s, const int64_t* batch_sizes, bool relu) {
-  AT_DISPATCH_FLOATING_TYPES(grad_z.scalar_type(), "emulated_fused_step_backward", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_z.scalar_type(), "emulated_fused_step_backward", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
     RNNFAST_DISPATCH_ACTIVATION(relu, act, [&] {
-      fused::backward_recurrence<scalar_t, scalar_t, act>(grad_z, grad_h, output, weight_hh, s, batch_sizes,
-                                                          EmulatedLaunch());
+      fused::backward_recurrence<scalar_t, acc_t, act>(grad_z, grad_h, output, weight_hh, s, batch_sizes,
+                                                       EmulatedLaunch());
     });
   });
 }
