@@ -122,27 +122,37 @@ def check_test_groups():
     return groups
 
 
+def path_tests_outcome(cell, path, tests_dir):
+    """(exit status, as written, or "missing"; whether its output shows a CUDA error) of the test process that
+    gpu_check.sh ran for an opt-in path (tests_dir/<group>.rc and .log)."""
+    base = os.path.join(tests_dir, path_test_group(cell, path))
+    if not (os.path.exists(base + ".rc") and os.path.exists(base + ".log")):
+        return "missing", False
+    with open(base + ".rc") as f:
+        rc = f.read().strip()
+    with open(base + ".log", errors="replace") as f:
+        return rc, "CUDA error" in f.read()
+
+
 def paths_safe_to_time(cell, paths, tests_dir):
-    """paths, less each opt-in one whose test process (gpu_check.sh writes its exit status and output to
-    tests_dir/<group>.rc and .log) did not run, was stopped by its time limit or a signal, or met a CUDA error:
-    timing such a path could hang this process or leave its CUDA context unusable for every implementation after
-    it. A path whose tests only failed is still timed (its speed says whether it is worth fixing)."""
+    """paths, less each opt-in one whose test process did not run, was stopped by its time limit or a signal, or
+    met a CUDA error: timing such a path could hang this process or leave its CUDA context unusable for every
+    implementation after it. A path whose tests only failed is still timed (its speed says whether it is worth
+    fixing)."""
     safe = []
     for path in paths:
         if path in OPT_IN_PATHS[cell_kind(cell)]:
-            base = os.path.join(tests_dir, path_test_group(cell, path))
-            rc, cuda_error = "missing", False
-            if os.path.exists(base + ".rc") and os.path.exists(base + ".log"):
-                with open(base + ".rc") as f:
-                    rc = f.read().strip()
-                with open(base + ".log", errors="replace") as f:
-                    cuda_error = "CUDA error" in f.read()
+            rc, cuda_error = path_tests_outcome(cell, path, tests_dir)
             if rc not in ("0", "1") or cuda_error:
                 print(f"gpu_check: not timing {cell} on {path}: its tests' exit status {rc}"
                       + (", a CUDA error" if cuda_error else ""), file=sys.stderr)  # fmt: skip
                 continue
         safe.append(path)
     return safe
+
+
+def paths_with_failed_tests(cell, paths, tests_dir):
+    return [p for p in paths if p in OPT_IN_PATHS[cell_kind(cell)] and path_tests_outcome(cell, p, tests_dir)[0] == "1"]
 
 
 def implementations(B, H, T, device, dtype, cell="RNN", paths=None):
@@ -210,6 +220,41 @@ def write_results(out, rows, meta):
     return write_report(out, "gpu_check", rows, meta, markdown(rows, meta))
 
 
+def speed_target(B, H, T):
+    """Issue 3's target for rnnfast's forward+backward against cuDNN's at a shape: at least as fast everywhere, and
+    at least 3x at batch <= 16, hidden <= 256, sequence >= 256, where cuDNN is latency-bound."""
+    return 3.0 if B <= 16 and H <= 256 and T >= 256 else 1.0
+
+
+def target_table(rows, baseline, default, failed):
+    """Markdown lines: each shape's forward+backward target against the baseline, the speed-up of the default path
+    (what rnnfast runs unless told otherwise) and of the fastest path timed there; failed: paths whose tests failed,
+    marked, as their speed does not count."""
+    lines = ["", f"Issue 3's targets, forward+backward against {baseline}: at least 1x at every shape, 3x at B <= 16, "
+             f"H <= 256, T >= 256. {default}: the default path; fastest: the fastest rnnfast path timed at that shape "
+             "(*: its tests failed).", "",
+             f"| B | H | T | target | {default} | fastest | met by |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    met_default = met_any = shapes = 0
+    for r in rows:
+        if r["mode"] != "forward+backward" or default not in r["seconds"]:
+            continue
+        base = r["seconds"][baseline]
+        target = speed_target(r["batch"], r["hidden"], r["seq_len"])
+        default_speedup = base / r["seconds"][default]
+        speedups = sorted(((base / t, n) for n, t in r["seconds"].items() if n != baseline), reverse=True)
+        fastest = speedups[0]
+        meeting = [n for v, n in speedups if v >= target and n not in failed]
+        met = default if default_speedup >= target else (meeting[0] if meeting else "none")
+        shapes += 1
+        met_default += default_speedup >= target
+        met_any += bool(meeting)
+        lines.append(f"| {r['batch']} | {r['hidden']} | {r['seq_len']} | {target:g}x | {default_speedup:.2f}x | "
+                     f"{fastest[1]}{'*' if fastest[1] in failed else ''} {fastest[0]:.2f}x | {met} |")  # fmt: skip
+    lines += ["", f"Met at {met_default} of {shapes} shapes by {default}; at {met_any} by it or another path whose "
+              "tests passed."]  # fmt: skip
+    return lines
+
+
 def markdown(rows, meta):
     baseline = "cudnn" if meta["device"] == "cuda" else "torch.nn"
     names = sorted({n for r in rows for n in r["seconds"] if n != baseline})
@@ -228,6 +273,9 @@ def markdown(rows, meta):
             cells.append("n/a" if s is None else f"{s * 1e3:.3f} ({base / s:.2f}x)")
         lines.append(f"| {r['batch']} | {r['hidden']} | {r['seq_len']} | {r['mode']} | {base * 1e3:.3f} | "
                      + " | ".join(cells) + " |")  # fmt: skip
+    if meta["cell"] == "RNN" and meta.get("paths"):
+        failed = {f"rnnfast-{p}" for p in meta.get("paths_with_failed_tests", [])}
+        lines += target_table(rows, baseline, f"rnnfast-{meta['paths'][0]}", failed)
     return "\n".join(lines) + "\n"
 
 
@@ -278,6 +326,8 @@ def main(argv=None):
     )  # fmt: skip
     paths = chosen_paths(args, args.cell)
     meta["paths"] = paths
+    meta["paths_with_failed_tests"] = [] if not args.tests_dir else paths_with_failed_tests(args.cell, paths,
+                                                                                            args.tests_dir)
     # Written after every shape, so that a run its time limit cuts short keeps the shapes it measured.
     rows = run(GRIDS[args.grid], args.device, dtype, args.warmup, args.repeats, cell=args.cell,
                on_shape=lambda rows: write_results(args.out, rows, meta), paths=paths)  # fmt: skip
