@@ -186,3 +186,41 @@ def test_scan_speed_times_the_scan_against_the_loop_and_they_agree():
 
 def test_gpu_check_script_is_valid_bash():
     subprocess.run(["bash", "-n", str(ROOT / "benchmarks" / "gpu_check.sh")], check=True)
+
+
+def run_gpu_check_script(tmp_path, budget_s):
+    """gpu_check.sh on this machine, with a python whose `setup.py` does nothing (no CUDA to build for): the
+    orchestration runs for real, the steps that need a GPU fail fast. Returns (exit status, output folder)."""
+    python = tmp_path / "python"
+    python.write_text(f'#!/bin/sh\n[ "$1" = setup.py ] && exit 0\nexec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
+    out = tmp_path / "out"
+    # Test groups get ample limits: on a loaded CI machine the op tests can take more than the GPU's 60 s.
+    env = dict(ENV, PYTHON=str(python), TORCH_CUDA_ARCH_LIST="9.0", GPU_CHECK_BUDGET_S=str(budget_s),
+               GPU_CHECK_GROUP_LIMIT_S="600", CUDA_VISIBLE_DEVICES="")  # fmt: skip
+    result = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), str(out)], cwd=tmp_path, env=env,
+                            capture_output=True, text=True)  # fmt: skip
+    return result.returncode, out
+
+
+def test_gpu_check_script_runs_each_test_group_in_its_own_process_and_records_how_it_ended(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import gpu_check
+
+    status, out = run_gpu_check_script(tmp_path, 540)
+    groups = list(gpu_check.check_test_groups())
+    summary = (out / "tests" / "summary.txt").read_text().splitlines()
+    assert [line.split(":")[0] for line in summary] == groups
+    # Without a GPU the CUDA tests skip and the op tests pass on the CPU: every group exits 0, and so does the check.
+    for group in groups:
+        assert (out / "tests" / f"{group}.rc").read_text().strip() == "0", (out / "tests" / f"{group}.log").read_text()
+    assert "skipped" in (out / "tests" / "verified.log").read_text()
+    assert status == 0
+
+
+def test_gpu_check_script_keeps_to_its_budget_and_reports_what_it_did_not_run(tmp_path):
+    # A budget spent before the tests: no group runs, each is recorded as stopped (124), and the check fails.
+    status, out = run_gpu_check_script(tmp_path, 1)
+    assert (out / "tests" / "verified.rc").read_text().strip() == "124"
+    assert "budget spent, not run" in (out / "tests" / "verified.log").read_text()
+    assert status == 124
