@@ -23,8 +23,17 @@ ONE_BLOCK_BUDGET = 160 * 1024  # kSmemBudget of csrc/cuda/gated_persistent_kerne
 SPLIT_BUDGET = 4096  # small enough to split H = 20 over blocks of 7 units and B = 5 over two batch blocks
 
 
+# With RNNFAST_SANITIZE=1 (as CI's sanitizer step sets), the emulated kernels are built with AddressSanitizer and
+# UndefinedBehaviorSanitizer, as setup.py builds the extension then: a kernel's read or write past a buffer (global
+# or shared memory), or a 16-byte vector access to an address not 16-byte aligned, which on a GPU reads another
+# buffer's values or faults, then stops the tests.
+SANITIZE = os.environ.get("RNNFAST_SANITIZE") == "1"
+SANITIZER_FLAGS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g"]
+
+
 def build(name, source, layer_sources):
     """Compiles tests/cuda_emulation/<source> with the shared layer code it runs in, into build/cuda_emulation."""
+    name += "_sanitized" if SANITIZE else ""
     directory = os.path.join(ROOT, "build", "cuda_emulation", name)
     os.makedirs(directory, exist_ok=True)
     return cpp_extension.load(
@@ -32,7 +41,8 @@ def build(name, source, layer_sources):
         sources=[os.path.join(ROOT, "tests", "cuda_emulation", source)]
         + [os.path.join(ROOT, "csrc", f) for f in [*layer_sources, "layer_states.cpp"]],
         extra_include_paths=[os.path.join(ROOT, "csrc")],
-        extra_cflags=["-O1", "-std=c++20", "-Wno-unknown-pragmas"],
+        extra_cflags=["-O1", "-std=c++20", "-Wno-unknown-pragmas"] + (SANITIZER_FLAGS if SANITIZE else []),
+        extra_ldflags=SANITIZER_FLAGS[:1] if SANITIZE else None,
         build_directory=directory,
     )
 

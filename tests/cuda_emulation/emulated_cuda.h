@@ -4,7 +4,9 @@
 // blocks' shared memory), one for the whole grid for cooperative_groups' grid sync, and asynchronous copies that
 // land at their wait. Enough of CUDA for the persistent and fused-step kernels (csrc/cuda/persistent_device.cuh,
 // step_product.cuh); shared memory starts as NaN, as a reminder that CUDA's starts undefined. Memory ordering is
-// the CPU's, made strong by the barriers, so it cannot show a missing L1 bypass or fence. Include it after torch's
+// the CPU's, made strong by the barriers, so it cannot show a missing L1 bypass or fence. An asynchronous copy that
+// a GPU would fault on (misaligned) fails the launch; reads and writes past a buffer, and misaligned 16-byte vector
+// accesses, show under the sanitizers (RNNFAST_SANITIZE=1, tests/test_cuda_emulation.py). Include it after torch's
 // headers and before the kernels'.
 #pragma once
 
@@ -13,10 +15,13 @@
 #include <algorithm>
 #include <barrier>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <mutex>
 #include <optional>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -90,6 +95,16 @@ struct ThreadContext {
 
 inline thread_local ThreadContext current;
 
+// What a GPU would fault on and the CPU runs through (a misaligned asynchronous copy): the first such fault of a
+// launch, which launch() raises once every thread has finished.
+inline std::mutex fault_mutex;
+inline std::string fault;
+
+inline void report_fault(const std::string& what) {
+  const std::lock_guard<std::mutex> lock(fault_mutex);
+  if (fault.empty()) fault = what;
+}
+
 template <typename T>
 T* dynamic_shared() {
   return reinterpret_cast<T*>(current.block->smem.data());
@@ -110,6 +125,7 @@ void launch(void (*kernel)(Params), const Params& params, dim3 grid, unsigned th
     clusters.push_back(std::make_unique<Cluster>(static_cast<std::ptrdiff_t>(cluster_size) * threads));
     for (unsigned r = 0; r < cluster_size; ++r) clusters.back()->blocks.push_back(states[b + r].get());
   }
+  fault.clear();
   std::vector<std::thread> pool;
   pool.reserve(static_cast<size_t>(blocks) * threads);
   for (unsigned by = 0; by < grid.y; ++by) {
@@ -131,6 +147,7 @@ void launch(void (*kernel)(Params), const Params& params, dim3 grid, unsigned th
     }
   }
   for (auto& thread : pool) thread.join();
+  TORCH_CHECK(fault.empty(), "emulated CUDA: ", fault);
 }
 
 }  // namespace emulation
@@ -155,7 +172,15 @@ T __ldcg(const T* p) {
 
 // cuda_pipeline's asynchronous copies from global to shared memory. A copy lands only when a wait takes its batch,
 // so a kernel that reads its destination before waiting reads what was there before (NaN, at first).
+// CUDA copies 4, 8 or 16 bytes, from and to addresses aligned to that size.
 inline void __pipeline_memcpy_async(void* to, const void* from, size_t bytes) {
+  const auto misaligned = [bytes](const void* address) { return reinterpret_cast<uintptr_t>(address) % bytes != 0; };
+  if ((bytes != 4 && bytes != 8 && bytes != 16) || misaligned(to) || misaligned(from)) {
+    rnnfast::emulation::report_fault("__pipeline_memcpy_async of " + std::to_string(bytes) + " bytes from " +
+                                     std::to_string(reinterpret_cast<uintptr_t>(from)) + " to " +
+                                     std::to_string(reinterpret_cast<uintptr_t>(to)));
+    return;
+  }
   rnnfast::emulation::current.copies_issued.push_back({to, from, bytes});
 }
 inline void __pipeline_commit() {
