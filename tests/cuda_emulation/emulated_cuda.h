@@ -4,8 +4,9 @@
 // blocks' shared memory), one for the whole grid for cooperative_groups' grid sync, and asynchronous copies that
 // land at their wait. Enough of CUDA for the persistent and fused-step kernels (csrc/cuda/persistent_device.cuh,
 // step_product.cuh); shared memory starts as NaN, as a reminder that CUDA's starts undefined. Memory ordering is
-// the CPU's, made strong by the barriers, so it cannot show a missing L1 bypass or fence. An asynchronous copy that
-// a GPU would fault on (misaligned) fails the launch; reads and writes past a buffer, and misaligned 16-byte vector
+// the CPU's, made strong by the barriers, so it cannot show a missing L1 bypass or fence. A launch a GPU would
+// refuse (too much shared memory, too many threads, too large a cluster), and an asynchronous copy that it would
+// fault on (misaligned), fail the launch; reads and writes past a buffer, and misaligned 16-byte vector
 // accesses, show under the sanitizers (RNNFAST_SANITIZE=1, tests/test_cuda_emulation.py). Include it after torch's
 // headers and before the kernels'.
 #pragma once
@@ -116,6 +117,12 @@ T* dynamic_shared() {
 template <typename Params>
 void launch(void (*kernel)(Params), const Params& params, dim3 grid, unsigned threads, size_t smem_bytes,
             unsigned cluster_size = 1) {
+  // What a GPU refuses to launch: the limits of the largest GPU the kernels are built for (sm_90: 227 KB of
+  // shared memory a block, 1024 threads, clusters of up to 8 blocks without the non-portable opt-in).
+  TORCH_CHECK(smem_bytes <= 227 * 1024 && threads <= 1024 && threads % kWarpSize == 0 && cluster_size >= 1 &&
+                  cluster_size <= 8 && grid.x % cluster_size == 0 && grid.y <= 65535,
+              "emulated CUDA: a launch a GPU would refuse: ", smem_bytes, " bytes of shared memory, ", threads,
+              " threads, clusters of ", cluster_size, ", grid ", grid.x, " x ", grid.y);
   const unsigned blocks = grid.x * grid.y;
   std::barrier<> grid_barrier(static_cast<std::ptrdiff_t>(blocks) * threads);
   std::vector<std::unique_ptr<Block>> states;
