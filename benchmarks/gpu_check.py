@@ -273,9 +273,10 @@ def markdown(rows, meta):
             cells.append("n/a" if s is None else f"{s * 1e3:.3f} ({base / s:.2f}x)")
         lines.append(f"| {r['batch']} | {r['hidden']} | {r['seq_len']} | {r['mode']} | {base * 1e3:.3f} | "
                      + " | ".join(cells) + " |")  # fmt: skip
-    if meta["cell"] == "RNN" and meta.get("paths"):
+    if meta["cell"] == "RNN":
+        default = f"rnnfast-{VERIFIED_PATH['RNN'] if meta['device'] == 'cuda' else 'cpu'}"
         failed = {f"rnnfast-{p}" for p in meta.get("paths_with_failed_tests", [])}
-        lines += target_table(rows, baseline, f"rnnfast-{meta['paths'][0]}", failed)
+        lines += target_table(rows, baseline, default, failed)
     return "\n".join(lines) + "\n"
 
 
@@ -325,9 +326,8 @@ def main(argv=None):
         command=" ".join([sys.executable] + sys.argv),
     )  # fmt: skip
     paths = chosen_paths(args, args.cell)
-    meta["paths"] = paths
-    meta["paths_with_failed_tests"] = [] if not args.tests_dir else paths_with_failed_tests(args.cell, paths,
-                                                                                            args.tests_dir)
+    failed = paths_with_failed_tests(args.cell, paths, args.tests_dir) if args.tests_dir else []
+    meta.update(paths=paths, paths_with_failed_tests=failed)
     # Written after every shape, so that a run its time limit cuts short keeps the shapes it measured.
     rows = run(GRIDS[args.grid], args.device, dtype, args.warmup, args.repeats, cell=args.cell,
                on_shape=lambda rows: write_results(args.out, rows, meta), paths=paths)  # fmt: skip

@@ -23,11 +23,11 @@ ONE_BLOCK_BUDGET = 160 * 1024  # kSmemBudget of csrc/cuda/gated_persistent_kerne
 SPLIT_BUDGET = 4096  # small enough to split H = 20 over blocks of 7 units and B = 5 over two batch blocks
 
 
-# With RNNFAST_SANITIZE=1 (as CI's sanitizer step sets), the emulated kernels are built with AddressSanitizer and
+# With RNNFAST_SANITIZE set (as CI's sanitizer step sets it), the emulated kernels are built with AddressSanitizer and
 # UndefinedBehaviorSanitizer, as setup.py builds the extension then: a kernel's read or write past a buffer (global
 # or shared memory), or a 16-byte vector access to an address not 16-byte aligned, which on a GPU reads another
 # buffer's values or faults, then stops the tests.
-SANITIZE = os.environ.get("RNNFAST_SANITIZE") == "1"
+SANITIZE = bool(os.environ.get("RNNFAST_SANITIZE"))  # as setup.py reads it
 SANITIZER_FLAGS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g"]
 
 
