@@ -6,7 +6,8 @@
 // step_product.cuh); shared memory starts as NaN, as a reminder that CUDA's starts undefined. Memory ordering is
 // the CPU's, made strong by the barriers, so it cannot show a missing L1 bypass or fence. A launch a GPU would
 // refuse (too much shared memory, too many threads, too large a cluster), and an asynchronous copy that it would
-// fault on (misaligned), fail the launch; reads and writes past a buffer, and misaligned 16-byte vector
+// fault on (misaligned), fail the launch, and so does one whose threads have not all finished after ten minutes
+// (some never reaching a barrier that others wait at); reads and writes past a buffer, and misaligned 16-byte vector
 // accesses, show under the sanitizers (RNNFAST_SANITIZE=1, tests/test_cuda_emulation.py). Include it after torch's
 // headers and before the kernels'.
 #pragma once
@@ -15,6 +16,8 @@
 
 #include <algorithm>
 #include <barrier>
+#include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -113,7 +116,7 @@ T* dynamic_shared() {
 
 // Runs kernel(params) on a grid of grid.x * grid.y blocks of `threads` threads (a multiple of the warp size),
 // all at once, as a cooperative launch would, in clusters of cluster_size blocks along x (which divides grid.x);
-// returns when every thread has finished.
+// returns when every thread has finished, or fails if some have not after kHangSeconds.
 template <typename Params>
 void launch(void (*kernel)(Params), const Params& params, dim3 grid, unsigned threads, size_t smem_bytes,
             unsigned cluster_size = 1) {
@@ -124,7 +127,7 @@ void launch(void (*kernel)(Params), const Params& params, dim3 grid, unsigned th
               "emulated CUDA: a launch a GPU would refuse: ", smem_bytes, " bytes of shared memory, ", threads,
               " threads, clusters of ", cluster_size, ", grid ", grid.x, " x ", grid.y);
   const unsigned blocks = grid.x * grid.y;
-  std::barrier<> grid_barrier(static_cast<std::ptrdiff_t>(blocks) * threads);
+  auto grid_barrier = std::make_unique<std::barrier<>>(static_cast<std::ptrdiff_t>(blocks) * threads);
   std::vector<std::unique_ptr<Block>> states;
   for (unsigned b = 0; b < blocks; ++b) states.push_back(std::make_unique<Block>(threads, smem_bytes));
   std::vector<std::unique_ptr<Cluster>> clusters;
@@ -132,26 +135,58 @@ void launch(void (*kernel)(Params), const Params& params, dim3 grid, unsigned th
     clusters.push_back(std::make_unique<Cluster>(static_cast<std::ptrdiff_t>(cluster_size) * threads));
     for (unsigned r = 0; r < cluster_size; ++r) clusters.back()->blocks.push_back(states[b + r].get());
   }
+  // How many threads have finished; shared with them, so that it outlives a launch given up on (below).
+  struct Finished {
+    std::mutex mutex;
+    std::condition_variable changed;
+    size_t count = 0;
+  };
+  const auto finished = std::make_shared<Finished>();
   fault.clear();
   std::vector<std::thread> pool;
   pool.reserve(static_cast<size_t>(blocks) * threads);
   for (unsigned by = 0; by < grid.y; ++by) {
     for (unsigned bx = 0; bx < grid.x; ++bx) {
+      const unsigned index = by * grid.x + bx;
       for (unsigned t = 0; t < threads; ++t) {
-        pool.emplace_back([&, bx, by, t] {
+        pool.emplace_back([kernel, params, grid, threads, bx, by, t, block = states[index].get(),
+                           cluster = clusters[index / cluster_size].get(), rank = index % cluster_size,
+                           grid_sync = grid_barrier.get(), finished] {
           threadIdx = dim3(t);
           blockIdx = dim3(bx, by);
           blockDim = dim3(threads);
           gridDim = dim3(grid.x, grid.y);
-          const unsigned index = by * grid.x + bx;
-          current.block = states[index].get();
-          current.cluster = clusters[index / cluster_size].get();
-          current.rank = index % cluster_size;
-          current.grid = &grid_barrier;
+          current.block = block;
+          current.cluster = cluster;
+          current.rank = rank;
+          current.grid = grid_sync;
           kernel(params);
+          {
+            const std::lock_guard<std::mutex> lock(finished->mutex);
+            ++finished->count;
+          }
+          finished->changed.notify_all();
         });
       }
     }
+  }
+  // A kernel some of whose threads never reach a barrier that the others wait at never finishes (on a GPU it hangs
+  // or faults too). Past kHangSeconds, far beyond any launch of the tests even under the sanitizers, the launch is
+  // given up on and fails: its threads are left blocked, with the blocks and barriers they wait at.
+  constexpr int kHangSeconds = 600;
+  bool all_finished = false;
+  {
+    std::unique_lock<std::mutex> lock(finished->mutex);
+    all_finished = finished->changed.wait_for(lock, std::chrono::seconds(kHangSeconds),
+                                              [&] { return finished->count == pool.size(); });
+  }
+  if (!all_finished) {
+    for (auto& thread : pool) thread.detach();
+    (void)grid_barrier.release();
+    for (auto& state : states) (void)state.release();
+    for (auto& cluster : clusters) (void)cluster.release();
+    TORCH_CHECK(false, "emulated CUDA: a launch of ", grid.x, " x ", grid.y, " blocks of ", threads,
+                " threads still running after ", kHangSeconds, " s: a barrier that some threads never reach?");
   }
   for (auto& thread : pool) thread.join();
   TORCH_CHECK(fault.empty(), "emulated CUDA: ", fault);
