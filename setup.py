@@ -102,6 +102,11 @@ def nvidia_wheel_includes():
     return [d for d in dict.fromkeys(dirs) if os.path.isdir(d)]
 
 
+# AddressSanitizer + UndefinedBehaviorSanitizer, for the memory-safety CI step (RNNFAST_SANITIZE set); the first flag
+# links the runtimes. tests/test_cuda_emulation.py builds the emulated CUDA kernels with this same list, read from here.
+SANITIZER_FLAGS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g"]
+
+
 def extensions():
     import torch
 
@@ -124,8 +129,8 @@ def extensions():
     if os.environ.get("RNNFAST_SANITIZE"):
         # AddressSanitizer + UndefinedBehaviorSanitizer build for the memory-safety CI step.
         # Undefined behaviour aborts (no recovery), so a finding fails the tests instead of scrolling past.
-        cxx += ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g"]
-        extra_link += ["-fsanitize=address,undefined"]
+        cxx += SANITIZER_FLAGS
+        extra_link += SANITIZER_FLAGS[:1]
     if not with_cuda:
         return [CppExtension("rnnfast._C", sources, extra_compile_args={"cxx": cxx}, extra_link_args=extra_link)]
     sources += sorted(glob.glob("csrc/cuda/*.cu") + glob.glob("csrc/cuda/*.cpp"))

@@ -8,6 +8,7 @@ loops, in float64 and float32 (and in float16 and bfloat16, within a multiple of
 error), packed sequences included, and the tiled per-step product of the gated loops. No GPU needed; what it
 cannot show is in emulated_cuda.h."""
 
+import ast
 import os
 
 import pytest
@@ -28,7 +29,19 @@ SPLIT_BUDGET = 4096  # small enough to split H = 20 over blocks of 7 units and B
 # or shared memory), or a 16-byte vector access to an address not 16-byte aligned, which on a GPU reads another
 # buffer's values or faults, then stops the tests.
 SANITIZE = bool(os.environ.get("RNNFAST_SANITIZE"))  # as setup.py reads it
-SANITIZER_FLAGS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g"]
+
+
+def setup_py_constant(name):
+    """A literal assigned at setup.py's top level (setup.py cannot be imported: importing it runs setup())."""
+    with open(os.path.join(ROOT, "setup.py")) as f:
+        tree = ast.parse(f.read())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise LookupError(f"setup.py assigns no {name}")
+
+
+SANITIZER_FLAGS = setup_py_constant("SANITIZER_FLAGS")
 
 
 def build(name, source, layer_sources):
