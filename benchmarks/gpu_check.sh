@@ -70,8 +70,9 @@ for cell in LSTM GRU; do
   step 75 $python benchmarks/gpu_check.py --cell $cell --grid gated --out "$out/${cell,,}" --tests-dir "$out/tests" \
     2>&1 | tail -16
 done
-# Where a training step's time goes at the shapes where rnnfast lagged cuDNN: wall time against kernel time and
-# launches, and the costliest kernels (torch.profiler).
+# Where a training step's time goes at the shapes where rnnfast lagged cuDNN: wall time against kernel time,
+# launches and host time, the costliest kernels and CUDA runtime calls (torch.profiler), and the machine's floors
+# (one kernel; one op's forward+backward through autograd).
 step 90 $python benchmarks/gpu_profile.py --out "$out/profile" --tests-dir "$out/tests" > "$out/profile.log" 2>&1
 echo "gpu_check: profile exit $? (profile/gpu_profile.md)"
 step 45 $python benchmarks/scan_speed.py --device cuda > "$out/scan_speed.md" 2>&1

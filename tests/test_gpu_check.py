@@ -161,13 +161,39 @@ def test_gpu_profile_reports_wall_and_operator_time_of_every_implementation(tmp_
     impls = ["torch.nn", "rnnfast-cpu"]
     assert {(r["cell"], r["impl"]) for r in rows} == {(c, i) for c in ["RNN", "LSTM"] for i in impls}
     for r in rows:
-        assert r["wall_ms"] > 0 and r["kernel_ms"] > 0 and r["launches"] > 0
+        assert r["wall_ms"] > 0 and r["host_ms"] > 0 and r["kernel_ms"] > 0 and r["launches"] > 0
         assert 0 < len(r["top"]) <= 4 and all(t["calls"] > 0 and t["us"] >= 0 for t in r["top"])
+        assert r["host_top"] == []  # no CUDA runtime on the CPU
     # Each step's costliest operators are its own: rnnfast's layer ops (and their autograd nodes), not in torch.nn's.
     for r in rows:
         assert any("rnnfast" in t["name"] for t in r["top"]) == (r["impl"] == "rnnfast-cpu"), r
     table = (tmp_path / "gpu_profile.md").read_text().splitlines()
     assert sum(line.startswith(("| RNN | 2 | 8 | 16 |", "| LSTM | 2 | 8 | 16 |")) for line in table) == 4
+    # The floors, at the first shape: an elementwise op alone, and its forward+backward through autograd, which
+    # runs more operators and so takes longer.
+    floors = json.loads((tmp_path / "gpu_profile.json").read_text())["meta"]["floors"]
+    assert floors["shape"] == [16, 2, 8] and 0 < floors["kernel_ms"] < floors["autograd_ms"]
+    assert sum(line.startswith("Floors on this machine (T=16, B=2, H=8") for line in table) == 1
+
+
+def test_gpu_profile_lists_only_cuda_runtime_and_driver_calls_as_host_calls(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import gpu_profile
+    import torch
+
+    class Event:
+        def __init__(self, key, us, device_type=torch.autograd.DeviceType.CPU):
+            self.key, self.count, self.cpu_time_total, self.device_type = key, 2, us, device_type
+
+    class Profile:
+        def key_averages(self):
+            return [Event("aten::mm", 50.0), Event("cudaLaunchKernel", 30.0), Event("cuLaunchKernelEx", 40.0),
+                    Event("cudaStreamSynchronize", 90.0), Event("cudnn_rnn_kernel", 70.0),
+                    Event("aten::cudnn_rnn", 80.0), Event("void elementwise_kernel", 60.0,
+                                                          torch.autograd.DeviceType.CUDA)]  # fmt: skip
+
+    calls = gpu_profile.runtime_calls(Profile())
+    assert calls == [("cudaStreamSynchronize", 2, 90.0), ("cuLaunchKernelEx", 2, 40.0), ("cudaLaunchKernel", 2, 30.0)]
 
 
 def test_scan_speed_times_the_scan_against_the_loop_and_they_agree():
