@@ -57,7 +57,7 @@ __global__ void __launch_bounds__(kThreads) gated_forward_persistent_kernel(Gate
   const int64_t ld_ws = static_cast<int64_t>(p.D) * W * H;
   RNNFAST_DYNAMIC_SHARED(float, smem);
   float* w_s = smem;                  // (G*units, H): row k*units + jj is W_hh's row k*H + j0 + jj
-  float* h_s = w_s + GU * H;          // (rows, H): h_{t-1}
+  float* h_s = w_s + GU * H;          // (rows, H): h_{t-1}, whole rows, most units another block's in a split plan
   float* gh_s = h_s + sl.rows * H;    // (rows, G*units): h_{t-1} W_hh^T for the block's gates
   float* c_s = gh_s + sl.rows * GU;   // (rows, units): c of the block's units
   const float* w = p.w_hh + static_cast<int64_t>(sl.d) * G * H * H;
@@ -71,16 +71,19 @@ __global__ void __launch_bounds__(kThreads) gated_forward_persistent_kernel(Gate
     c_s[o] = p.c ? p.c[state0 + (o / sl.units) * H + sl.j0 + o % sl.units] : 0.f;
   }
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  __syncthreads();
   int t = 0;
   for (int step = 0; step < p.T; ++step) {
     t = step_time(sl.d, step, p.T);
-    if (step > 0) {
+    // A split plan's h_{t-1} comes from the output, which every block of the direction wrote; a block that owns
+    // all units of its rows wrote its h_{t-1} into h_s itself, with no global round trip on the step's path.
+    if (kGridSync && step > 0) {
       const int64_t prev = static_cast<int64_t>(step_time(sl.d, step - 1, p.T)) * B + sl.b0;
       for (int i = threadIdx.x; i < sl.rows * H; i += kThreads) {
         h_s[i] = load_coherent(p.output + (prev + i / H) * ld_out + static_cast<int64_t>(sl.d) * H + i % H);
       }
+      __syncthreads();
     }
-    __syncthreads();
     for (int o = warp; o < sl.rows * GU; o += kWarps) {
       const float* w_row = w_s + (o % GU) * H;
       const float* h_row = h_s + (o / GU) * H;
@@ -104,6 +107,8 @@ __global__ void __launch_bounds__(kThreads) gated_forward_persistent_kernel(Gate
       float c = c_s[o];
       const float value = Cell::forward(gx, gh, bias, h_s[b * H + j], &c, saved, 0, 1);
       c_s[o] = c;
+      // In place: no other thread reads this (row, unit) before the step's barrier, after which it is h_{t-1}.
+      if constexpr (!kGridSync) h_s[b * H + j] = value;
       float* ws = p.workspace + t * p.ws_step + (static_cast<int64_t>(sl.b0) + b) * ld_ws +
                   static_cast<int64_t>(sl.d) * W * H + j;
 #pragma unroll
@@ -146,7 +151,6 @@ __global__ void __launch_bounds__(kThreads) gated_backward_persistent_kernel(Gat
     dh_s[o] = p.grad_h[own];
     dc_s[o] = p.grad_c ? p.grad_c[own] : 0.f;
   }
-  const float* recurrent = p.grad_gates_h ? p.grad_gates_h : p.grad_gates_x;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   __syncthreads();
   for (int step = p.T - 1; step >= 0; --step) {
@@ -174,13 +178,22 @@ __global__ void __launch_bounds__(kThreads) gated_backward_persistent_kernel(Gat
 #pragma unroll
         for (int k = 0; k < G; ++k) p.grad_gates_h[unit + static_cast<int64_t>(k) * H] = dgh[k];
       }
+      // A block that owns all units of its rows has the whole rows of dL/d(h_{t-1} W_hh^T) here: straight into
+      // dg_s (the last step's readers of dg_s are past the barrier that ended it).
+      if constexpr (!kGridSync) {
+#pragma unroll
+        for (int k = 0; k < G; ++k) dg_s[b * GH + k * H + j] = p.grad_gates_h ? dgh[k] : dgx[k];
+      }
     }
     step_barrier<kGridSync>();  // every block's dL/dgates_t is visible before any block reads the whole rows
-    const int64_t first = (static_cast<int64_t>(t) * B + sl.b0) * ld_gates + static_cast<int64_t>(sl.d) * GH;
-    for (int i = threadIdx.x; i < sl.rows * GH; i += kThreads) {
-      dg_s[i] = load_coherent(recurrent + first + (i / GH) * ld_gates + i % GH);
+    if constexpr (kGridSync) {
+      const float* recurrent = p.grad_gates_h ? p.grad_gates_h : p.grad_gates_x;
+      const int64_t first = (static_cast<int64_t>(t) * B + sl.b0) * ld_gates + static_cast<int64_t>(sl.d) * GH;
+      for (int i = threadIdx.x; i < sl.rows * GH; i += kThreads) {
+        dg_s[i] = load_coherent(recurrent + first + (i / GH) * ld_gates + i % GH);
+      }
+      __syncthreads();
     }
-    __syncthreads();
     for (int o = warp; o < sl.rows * sl.units; o += kWarps) {
       const float* dg = dg_s + (o / sl.units) * GH;
       const float* wt = wt_s + (o % sl.units) * GH;
