@@ -1,11 +1,55 @@
 """Loads the compiled kernels and tells PyTorch how to trace (fake kernels) and differentiate (autograd) them."""
 
 import torch
+from torch.autograd import forward_ad
 
 from . import _C  # noqa: F401  (loading it registers torch.ops.rnnfast.*)
-from ._differentiable_layer import elman_layer_differentiable, gru_layer_differentiable, lstm_layer_differentiable
+from ._differentiable_twins import elman_layer_differentiable, gru_layer_differentiable, lstm_layer_differentiable
 
 ops = torch.ops.rnnfast
+
+
+def needs_differentiable_twin(tensors):
+    """Whether a call of a fused layer op or scan on `tensors` must run its differentiable ATen twin
+    (rnnfast/_differentiable_twins.py) instead: inside a torch.func transform (grad, vjp, jacrev, jvp, jacfwd,
+    hessian, vmap), or in forward-mode AD (torch.autograd.forward_ad) with a tangent on any of them. The fused ops'
+    autograd, registered with torch.library.register_autograd, is an autograd.Function that torch.func refuses (it
+    has no separate setup_context) and that has no forward-mode derivative: the op would raise, or, with nothing
+    requiring grad, run below autograd and drop the tangents (a silent zero derivative). Never under torch.compile,
+    which traces the ops' registrations itself. Cost elsewhere: one C call."""
+    if torch.compiler.is_compiling():
+        return False
+    if torch._C._functorch.peek_interpreter_stack() is not None:
+        return True
+    return forward_ad._current_level >= 0 and any(
+        isinstance(t, torch.Tensor) and forward_ad.unpack_dual(t).tangent is not None for t in tensors
+    )
+
+
+def _lstm_layer_twin(input, hx, cx, weight_ih, weight_hh, bias, weight_hr, batch_sizes, save_workspace=True):
+    output, h_n, c_n = lstm_layer_differentiable(input, hx, cx, weight_ih, weight_hh, bias, weight_hr, batch_sizes)
+    return output, h_n, c_n, input.new_empty(0)  # no workspace: autograd differentiates the ATen ops themselves
+
+
+def _gru_layer_twin(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, batch_sizes, save_workspace=True):
+    output, h_n = gru_layer_differentiable(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, batch_sizes)
+    return output, h_n, input.new_empty(0)
+
+
+# Each fused layer op's differentiable twin, called with the op's arguments and returning its outputs.
+_LAYER_TWINS = {
+    "elman_layer_forward": elman_layer_differentiable,
+    "lstm_layer_forward": _lstm_layer_twin,
+    "gru_layer_forward": _gru_layer_twin,
+}
+
+
+def call_layer(name, *args):
+    """The fused layer op torch.ops.rnnfast.<name> (elman_layer_forward, lstm_layer_forward or gru_layer_forward)
+    on args, or, where needs_differentiable_twin says the op cannot serve, its differentiable twin."""
+    if needs_differentiable_twin(args):
+        return _LAYER_TWINS[name](*args)
+    return call_op(getattr(ops, name), *args)
 
 
 def call_op(op, *args):
@@ -80,7 +124,7 @@ def _elman_backward(ctx, grad_output, grad_h_n):
 
 def _differentiable_backward(ctx, layer, inputs, grads):
     """A forward op's backward when its gradients must be differentiable themselves (create_graph=True):
-    recompute the layer in ATen ops, layer(*inputs) (rnnfast/_differentiable_layer.py), and differentiate that
+    recompute the layer in ATen ops, layer(*inputs) (rnnfast/_differentiable_twins.py), and differentiate that
     with create_graph. inputs: the op's tensor inputs, its first len(inputs) arguments; grads: the gradient of
     each of the layer's outputs, None where the loss does not use it. Returns one gradient per op input."""
     wanted = [i for i, needed in enumerate(ctx.needs_input_grad[: len(inputs)]) if needed]

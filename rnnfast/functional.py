@@ -1,6 +1,7 @@
 """The layer stacks of the Elman RNN, LSTM and GRU: layers, directions and dropout, one fused op call per layer.
 The sequential stacks are one call each into C++ (csrc/layer_stack.cpp); the Python stack here serves the Elman
-RNN's parallel-in-time modes, whose layers are Python.
+RNN's parallel-in-time modes, whose layers are Python, and every call under torch.func transforms and forward-mode
+AD, whose layers run their differentiable twins (rnnfast/_differentiable_twins.py) in place of the fused ops.
 
 Tensors here are time-major and padded: input (T, B, I), hx (L*D, B, H)
 (and c (L*D, B, H) for the LSTM). A packed sequence arrives as its
@@ -11,9 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from . import parallel
-from ._ops import call_op as _call
-from ._ops import call_stack
-from ._ops import ops
+from ._ops import call_layer, call_stack, needs_differentiable_twin
 
 MODES = ("sequential", "parallel", "auto")
 
@@ -23,10 +22,50 @@ def _stack_directions(tensors):
     return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)
 
 
-def _layer_weights(flat_weights, layer, num_directions, per_direction):
-    """The weights of one layer as one list per direction, in torch.nn's flat order."""
-    first = layer * num_directions
-    return [flat_weights[(first + d) * per_direction : (first + d + 1) * per_direction] for d in range(num_directions)]
+def _layer_parameters(flat_weights, layer, num_directions, bias, proj):
+    """One layer's parameters from torch.nn's flat order (per layer, per direction, w_ih, w_hh[, b_ih, b_hh]
+    [, w_hr]), each stacked over the directions: weight_ih (D, G*H, I), weight_hh (D, G*H, P), bias_ih and
+    bias_hh (D, G*H) or None, weight_hr (D, P, H) or None."""
+    per_direction = 2 + (2 if bias else 0) + (1 if proj else 0)
+    first = layer * num_directions * per_direction
+    groups = [flat_weights[first + d * per_direction : first + (d + 1) * per_direction] for d in range(num_directions)]
+    stacked = [_stack_directions(list(column)) for column in zip(*groups, strict=True)]
+    bias_ih, bias_hh = stacked[2:4] if bias else (None, None)
+    return stacked[0], stacked[1], bias_ih, bias_hh, stacked[-1] if proj else None
+
+
+def _run_layer_op(cell, layer_input, states, parameters, batch_sizes, relu=False):
+    """One layer of `cell` ("elman", "lstm" or "gru"), every direction, through its fused op by call_layer (its
+    differentiable twin where the op cannot serve). states: the layer's (D, B, .) initial states; parameters as
+    _layer_parameters gives them. Returns the output (T, B, D*P) and the final states."""
+    weight_ih, weight_hh, bias_ih, bias_hh, weight_hr = parameters
+    if cell == "gru":
+        # Kept apart: b_hn sits inside the reset gate's product.
+        output, h_n, _ = call_layer("gru_layer_forward", layer_input, states[0], weight_ih, weight_hh, bias_ih,
+                                    bias_hh, batch_sizes)  # fmt: skip
+        return output, (h_n,)
+    summed_bias = None if bias_ih is None else bias_ih + bias_hh  # the other cells only ever use the sum
+    if cell == "lstm":
+        output, h_n, c_n, _ = call_layer("lstm_layer_forward", layer_input, states[0], states[1], weight_ih,
+                                         weight_hh, summed_bias, weight_hr, batch_sizes)  # fmt: skip
+        return output, (h_n, c_n)
+    output, h_n = call_layer("elman_layer_forward", layer_input, states[0], weight_ih, weight_hh, summed_bias,
+                             batch_sizes, relu)  # fmt: skip
+    return output, (h_n,)
+
+
+def _layer_op_stack(cell, input, states, flat_weights, num_layers, bias, bidirectional, dropout, training,
+                    batch_sizes, relu=False, proj=False):  # fmt: skip
+    """The stack of `cell`'s layer ops run from Python, layer by layer through call_layer: the twin of the C++
+    stack (csrc/layer_stack.cpp) for the calls whose layers must run their differentiable twins
+    (needs_differentiable_twin: torch.func transforms, forward-mode AD). Returns the output and final states."""
+    num_directions = 2 if bidirectional else 1
+
+    def run_layer(layer, layer_input, layer_states):
+        parameters = _layer_parameters(flat_weights, layer, num_directions, bias, proj)
+        return _run_layer_op(cell, layer_input, layer_states, parameters, batch_sizes, relu)
+
+    return _stack(input, states, num_layers, bidirectional, dropout, training, run_layer)
 
 
 def _parallel_layer(layer_input, hx, weight_ih, weight_hh, bias, nonlinearity, options, reports):
@@ -70,30 +109,34 @@ def elman_rnn(input, hx, flat_weights, num_layers, bias, bidirectional, dropout,
     mode "sequential" is one call of the C++ stack (ops.elman_rnn, csrc/layer_stack.cpp). "parallel" evaluates
     each layer by Newton's method (parallel.elman_parallel, with newton_options, its NewtonReports appended to
     reports); "auto" picks per layer by parallel.choose_mode. A packed sequence always runs sequentially:
-    Newton's form needs every row to run all T steps."""
+    Newton's form needs every row to run all T steps; so does every call under torch.func transforms and
+    forward-mode AD, through the layers' differentiable twins."""
     relu = nonlinearity == "relu"
+    tensors = (input, hx, *flat_weights)
+    if needs_differentiable_twin(tensors):
+        # In every mode: Newton's iteration reads its residual on the host, which torch.func cannot trace.
+        output, (h_n,) = _layer_op_stack("elman", input, (hx,), flat_weights, num_layers, bias, bidirectional,
+                                         dropout, training, batch_sizes, relu=relu)  # fmt: skip
+        return output, h_n
     if mode == "sequential" or batch_sizes is not None:
-        return call_stack("elman_rnn", (input, hx, *flat_weights), input, hx, flat_weights, bias, num_layers,
-                          float(dropout), training, bidirectional, relu, batch_sizes)  # fmt: skip
+        return call_stack("elman_rnn", tensors, input, hx, flat_weights, bias, num_layers, float(dropout), training,
+                          bidirectional, relu, batch_sizes)  # fmt: skip
     num_directions = 2 if bidirectional else 1
 
     def run_layer(layer, layer_input, states):
-        groups = _layer_weights(flat_weights, layer, num_directions, 4 if bias else 2)
-        weight_ih = _stack_directions([g[0] for g in groups])  # (D, H, I)
-        weight_hh = _stack_directions([g[1] for g in groups])  # (D, H, H)
-        # b_ih and b_hh only ever appear summed; their gradients are equal.
-        layer_bias = _stack_directions([g[2] + g[3] for g in groups]) if bias else None  # (D, H)
+        parameters = _layer_parameters(flat_weights, layer, num_directions, bias, False)
+        weight_ih, weight_hh, bias_ih, bias_hh, _ = parameters
         layer_mode = mode
         if mode == "auto":
             T, B, _ = layer_input.shape
             layer_mode = parallel.choose_mode(T, B, weight_hh.shape[-1], layer_input.device)
-        if layer_mode == "parallel":
-            output, h_n = _parallel_layer(layer_input, states[0], weight_ih, weight_hh, layer_bias, nonlinearity,
-                                          newton_options or parallel.NewtonOptions(),
-                                          reports if reports is not None else [])  # fmt: skip
-        else:
-            output, h_n = _call(ops.elman_layer_forward, layer_input, states[0], weight_ih, weight_hh, layer_bias,
-                                None, relu)  # fmt: skip
+        if layer_mode != "parallel":
+            return _run_layer_op("elman", layer_input, states, parameters, None, relu)
+        # b_ih and b_hh only ever appear summed; their gradients are equal.
+        layer_bias = None if bias_ih is None else bias_ih + bias_hh  # (D, H)
+        output, h_n = _parallel_layer(layer_input, states[0], weight_ih, weight_hh, layer_bias, nonlinearity,
+                                      newton_options or parallel.NewtonOptions(),
+                                      reports if reports is not None else [])  # fmt: skip
         return output, (h_n,)
 
     output, (h_n,) = _stack(input, (hx,), num_layers, bidirectional, dropout, training, run_layer)
@@ -104,24 +147,32 @@ def lstm(input, hx, flat_weights, num_layers, bias, bidirectional, dropout, trai
     """Runs the stack, one call of the C++ stack (ops.lstm). hx is (h_0 (L*D, B, P), c_0 (L*D, B, H)) with
     P = proj_size or H. flat_weights is torch.nn.LSTM's order: per layer, per direction, w_ih, w_hh[, b_ih, b_hh]
     [, w_hr]. Returns output (T, B, D*P) and (h_n (L*D, B, P), c_n (L*D, B, H))."""
-    output, h_n, c_n = call_stack("lstm", (input, *hx, *flat_weights), input, hx[0], hx[1], flat_weights, bias,
-                                  num_layers, float(dropout), training, bidirectional, proj_size > 0,
-                                  batch_sizes)  # fmt: skip
+    tensors = (input, *hx, *flat_weights)
+    if needs_differentiable_twin(tensors):
+        return _layer_op_stack("lstm", input, tuple(hx), flat_weights, num_layers, bias, bidirectional, dropout,
+                               training, batch_sizes, proj=proj_size > 0)  # fmt: skip
+    output, h_n, c_n = call_stack("lstm", tensors, input, hx[0], hx[1], flat_weights, bias, num_layers,
+                                  float(dropout), training, bidirectional, proj_size > 0, batch_sizes)  # fmt: skip
     return output, (h_n, c_n)
 
 
 def gru(input, hx, flat_weights, num_layers, bias, bidirectional, dropout, training, batch_sizes=None):
     """Runs the stack, one call of the C++ stack (ops.gru). flat_weights is torch.nn.GRU's order: per layer, per
     direction, w_ih, w_hh[, b_ih, b_hh]. Returns output (T, B, D*H) and h_n (L*D, B, H)."""
-    return call_stack("gru", (input, hx, *flat_weights), input, hx, flat_weights, bias, num_layers, float(dropout),
-                      training, bidirectional, batch_sizes)  # fmt: skip
+    tensors = (input, hx, *flat_weights)
+    if needs_differentiable_twin(tensors):
+        output, (h_n,) = _layer_op_stack("gru", input, (hx,), flat_weights, num_layers, bias, bidirectional, dropout,
+                                         training, batch_sizes)  # fmt: skip
+        return output, h_n
+    return call_stack("gru", tensors, input, hx, flat_weights, bias, num_layers, float(dropout), training,
+                      bidirectional, batch_sizes)  # fmt: skip
 
 
 def elman_cell(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, nonlinearity):
     """One step: input (B, I), hx (B, H) -> h' (B, H), through the same fused op with T = 1."""
     bias = (bias_ih + bias_hh).unsqueeze(0) if bias_ih is not None else None
-    _, h_n = _call(
-        ops.elman_layer_forward,
+    _, h_n = call_layer(
+        "elman_layer_forward",
         input.unsqueeze(0), hx.unsqueeze(0), weight_ih.unsqueeze(0), weight_hh.unsqueeze(0), bias, None,
         nonlinearity == "relu",
     )
@@ -131,8 +182,8 @@ def elman_cell(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, nonlinearity):
 def lstm_cell(input, h, c, weight_ih, weight_hh, bias_ih, bias_hh):
     """One step: input (B, I), h and c (B, H) -> h', c' (B, H), through the fused layer op with T = 1."""
     bias = (bias_ih + bias_hh).unsqueeze(0) if bias_ih is not None else None
-    _, h_n, c_n, _ = _call(
-        ops.lstm_layer_forward,
+    _, h_n, c_n, _ = call_layer(
+        "lstm_layer_forward",
         input.unsqueeze(0), h.unsqueeze(0), c.unsqueeze(0), weight_ih.unsqueeze(0), weight_hh.unsqueeze(0), bias, None,
         None,
     )
@@ -142,8 +193,8 @@ def lstm_cell(input, h, c, weight_ih, weight_hh, bias_ih, bias_hh):
 def gru_cell(input, hx, weight_ih, weight_hh, bias_ih, bias_hh):
     """One step: input (B, I), hx (B, H) -> h' (B, H), through the fused layer op with T = 1."""
     unsqueeze = lambda t: t.unsqueeze(0) if t is not None else None  # noqa: E731
-    _, h_n, _ = _call(ops.gru_layer_forward, input.unsqueeze(0), hx.unsqueeze(0), weight_ih.unsqueeze(0),
-                      weight_hh.unsqueeze(0), unsqueeze(bias_ih), unsqueeze(bias_hh), None)  # fmt: skip
+    _, h_n, _ = call_layer("gru_layer_forward", input.unsqueeze(0), hx.unsqueeze(0), weight_ih.unsqueeze(0),
+                           weight_hh.unsqueeze(0), unsqueeze(bias_ih), unsqueeze(bias_hh), None)  # fmt: skip
     return h_n[0]
 
 

@@ -10,7 +10,7 @@ import torch
 from torch.nn.utils.rnn import pack_sequence
 
 import rnnfast
-from rnn_pairs import assert_twins_agree, outputs_and_grads, twin_rnns
+from rnn_pairs import assert_twins_agree, outputs_and_grads, twin_modules, twin_rnns
 
 pytestmark = pytest.mark.cuda
 ops = torch.ops.rnnfast
@@ -134,6 +134,25 @@ def test_state_on_another_device_is_a_clear_error():
     with pytest.raises(RuntimeError, match="Input and parameter tensors are not at the same device"):
         fast(torch.randn(5, 2, 4))
     assert fast(torch.randn(5, 2, 4, device="cuda"))[0].is_cuda
+
+
+@pytest.mark.parametrize("name", ["RNN", "LSTM", "GRU"])
+def test_func_transforms_on_cuda_equal_torch_nn_and_the_cpu(name):
+    # Under torch.func the layers run their differentiable twins (tests/test_func_transforms.py checks them on the
+    # CPU): vjp against cuDNN's reverse mode, jvp against the same layer's jvp on the CPU.
+    torch.manual_seed(0)
+    reference, fast = twin_modules(name, torch.float64, "cuda", input_size=3, hidden_size=4, bidirectional=True)
+    x = torch.randn(5, 2, 3, device="cuda", dtype=torch.float64)
+    output, pullback = torch.func.vjp(lambda x: fast(x)[0], x)
+    cotangent = torch.randn_like(output)
+    x_leaf = x.clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(reference(x_leaf)[0], x_leaf, cotangent)
+    torch.testing.assert_close(pullback(cotangent)[0], expected, rtol=1e-10, atol=1e-10)
+    tangent = torch.randn_like(x)
+    _, on_cuda = torch.func.jvp(lambda x: fast(x)[0], (x,), (tangent,))
+    fast.cpu()
+    _, on_cpu = torch.func.jvp(lambda x: fast(x)[0], (x.cpu(),), (tangent.cpu(),))
+    torch.testing.assert_close(on_cuda.cpu(), on_cpu, rtol=1e-10, atol=1e-10)
 
 
 def test_unknown_cuda_path_is_a_clear_error(monkeypatch):

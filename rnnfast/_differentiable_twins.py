@@ -1,10 +1,16 @@
-"""The layers written in differentiable ATen ops, for gradients of gradients only.
+"""The fused ops written in differentiable ATen ops: their twins, for what the fused ops' autograd cannot do.
 
-The fused backward ops compute first derivatives and are not themselves differentiable. When autograd asks for a
-differentiable backward (create_graph=True: gradient penalties, meta-learning, gradgradcheck), a layer's
-backward instead recomputes the layer from its saved inputs with these ops and lets autograd differentiate the
-recomputation, so every derivative order is exact. Tensors follow the ops' layout: input (T, B, I), states
-(D, B, .), weight_ih (D, G*H, I), weight_hh (D, G*H, P), biases (D, G*H) or None, batch_sizes (T,) or None.
+The fused ops' autograd (torch.library.register_autograd) computes first derivatives in reverse mode. Two things
+it cannot do run these twins instead, which autograd and torch.func differentiate like any ATen code:
+- gradients of gradients (create_graph=True: gradient penalties, meta-learning, gradgradcheck): the fused backward
+  ops are not differentiable, so a layer's backward recomputes the layer from its saved inputs with these ops
+  and lets autograd differentiate the recomputation (rnnfast/_ops.py, _differentiable_backward);
+- torch.func transforms (grad, vjp, jvp, jacrev, jacfwd, hessian, vmap) and forward-mode AD, which refuse the
+  fused ops' autograd.Function or have no derivative for it: there the layer stacks and scans call these in place
+  of the ops (rnnfast/_ops.py, needs_differentiable_twin).
+Every derivative order is then exact, at the price of a loop over time in Python. Tensors follow the ops' layout:
+input (T, B, I), states (D, B, .), weight_ih (D, G*H, I), weight_hh (D, G*H, P), biases (D, G*H) or None,
+batch_sizes (T,) or None; the scans' a and b (T, B, H), A (T, B, H, H), h0 (B, H).
 """
 
 import torch
@@ -101,3 +107,42 @@ def gru_layer_differentiable(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, 
 
     output, (h_n,) = _layer(input, [hx], weight_ih, bias_ih, batch_sizes, step_of_direction)
     return output, h_n
+
+
+def _check_scan_arguments(coef, b, h0, dense):
+    # The fused scans' argument checks (csrc/linear_recurrence.cpp), with their messages: ATen's broadcasting
+    # would otherwise accept shapes and dtypes the ops refuse.
+    coef_name = "A" if dense else "a"
+    if b.dim() != 3:
+        raise RuntimeError(f"rnnfast: expected b of shape (T, B, H), got {b.dim()}-D b of shape {list(b.shape)}")
+    if not b.is_floating_point():
+        raise RuntimeError(f"rnnfast: expected a floating-point b, got {b.dtype}")
+    T, B, H = b.shape
+    for name, tensor, shape in ((coef_name, coef, (T, B, H, H) if dense else (T, B, H)), ("h0", h0, (B, H))):
+        if tuple(tensor.shape) != shape:
+            raise RuntimeError(f"rnnfast: expected {name} of shape {list(shape)}, got {list(tensor.shape)}")
+        if tensor.device != b.device:
+            raise RuntimeError(f"rnnfast: expected {name} on device {b.device}, got {tensor.device}")
+        if tensor.dtype != b.dtype:
+            raise RuntimeError(f"rnnfast: expected {name} of dtype {b.dtype}, got {tensor.dtype}")
+
+
+def _scan(b, h0, step):
+    """Every h_t = step(t, h_{t-1}) + b_t from h_{-1} = h0, stacked (T, B, H)."""
+    h, states = h0, []
+    for t in range(b.size(0)):
+        h = step(t, h) + b[t]
+        states.append(h)
+    return torch.stack(states) if states else b.clone()
+
+
+def linear_recurrence_differentiable(a, b, h0):
+    """h_t = a_t * h_{t-1} + b_t, as rnnfast::linear_recurrence returns it (T, B, H)."""
+    _check_scan_arguments(a, b, h0, dense=False)
+    return _scan(b, h0, lambda t, h: a[t] * h)
+
+
+def dense_linear_recurrence_differentiable(A, b, h0):
+    """h_t = A_t @ h_{t-1} + b_t, as rnnfast::dense_linear_recurrence returns it (T, B, H)."""
+    _check_scan_arguments(A, b, h0, dense=True)
+    return _scan(b, h0, lambda t, h: (A[t] @ h.unsqueeze(-1)).squeeze(-1))
