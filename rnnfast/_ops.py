@@ -14,9 +14,9 @@ def needs_differentiable_twin(tensors):
     (rnnfast/_differentiable_twins.py) instead: inside a torch.func transform (grad, vjp, jacrev, jvp, jacfwd,
     hessian, vmap), or in forward-mode AD (torch.autograd.forward_ad) with a tangent on any of them. The fused ops'
     autograd, registered with torch.library.register_autograd, is an autograd.Function that torch.func refuses (it
-    has no separate setup_context) and that has no forward-mode derivative: the op would raise, or, with nothing
-    requiring grad, run below autograd and drop the tangents (a silent zero derivative). Never under torch.compile,
-    which traces the ops' registrations itself. Cost elsewhere: one C call."""
+    has no separate setup_context) and that has no forward-mode derivative: the op raises there (with nothing
+    requiring grad, csrc/forward_ad_guard.cpp refuses the tangents that autograd would drop). Never under
+    torch.compile, which traces the ops' registrations itself. Cost elsewhere: one C call."""
     if torch.compiler.is_compiling():
         return False
     if torch._C._functorch.peek_interpreter_stack() is not None:

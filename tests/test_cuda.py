@@ -139,7 +139,8 @@ def test_state_on_another_device_is_a_clear_error():
 @pytest.mark.parametrize("name", ["RNN", "LSTM", "GRU"])
 def test_func_transforms_on_cuda_equal_torch_nn_and_the_cpu(name):
     # Under torch.func the layers run their differentiable twins (tests/test_func_transforms.py checks them on the
-    # CPU): vjp against cuDNN's reverse mode, jvp against the same layer's jvp on the CPU.
+    # CPU): vjp against cuDNN's reverse mode, jvp against the same layer's jvp on the CPU; and the fused op, called
+    # directly with a tangent, refuses it on CUDA too.
     torch.manual_seed(0)
     reference, fast = twin_modules(name, torch.float64, "cuda", input_size=3, hidden_size=4, bidirectional=True)
     x = torch.randn(5, 2, 3, device="cuda", dtype=torch.float64)
@@ -153,6 +154,11 @@ def test_func_transforms_on_cuda_equal_torch_nn_and_the_cpu(name):
     fast.cpu()
     _, on_cpu = torch.func.jvp(lambda x: fast(x)[0], (x.cpu(),), (tangent.cpu(),))
     torch.testing.assert_close(on_cuda.cpu(), on_cpu, rtol=1e-10, atol=1e-10)
+    w = torch.randn(1, 4, 3, device="cuda")
+    with pytest.raises(NotImplementedError, match="rnnfast::elman_layer_forward has no forward-mode derivative"):
+        torch.func.jvp(lambda x: ops.elman_layer_forward(x, torch.zeros(1, 2, 4, device="cuda"), w,
+                                                         torch.randn(1, 4, 4, device="cuda"), None, None, False)[0],
+                       (x.float(),), (tangent.float(),))  # fmt: skip
 
 
 def test_unknown_cuda_path_is_a_clear_error(monkeypatch):

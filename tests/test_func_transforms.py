@@ -1,6 +1,7 @@
 """torch.func transforms (grad, vjp, jvp, jacrev, jacfwd, hessian, vmap) and forward-mode AD through the rnnfast
 layers, cells and scans, against torch.nn's reverse-mode derivatives (float64) and the plain loops of
-tests/reference.py."""
+tests/reference.py; and the fused ops, called directly, refusing forward-mode AD rather than returning a zero
+tangent."""
 
 import pytest
 import torch
@@ -235,3 +236,46 @@ def test_fused_ops_serve_every_call_outside_transforms(monkeypatch):
             fast(x)
         with pytest.raises(AssertionError, match="a differentiable twin ran"):
             torch.func.jvp(output_of(fast), (x.detach(),), (torch.ones_like(x),))
+
+
+def layer_op_arguments():
+    """Each fused forward op's arguments for a small layer, float64: (name, args, index of the input)."""
+    x, h = torch.randn(T, B, I, dtype=torch.float64), torch.zeros(1, B, H, dtype=torch.float64)
+    w = lambda rows, cols: torch.randn(1, rows, cols, dtype=torch.float64)  # noqa: E731
+    a, b, h0 = torch.rand(T, B, H, dtype=torch.float64), torch.randn(T, B, H, dtype=torch.float64), h[0]
+    return [
+        ("elman_layer_forward", (x, h, w(H, I), w(H, H), None, None, False)),
+        ("lstm_layer_forward", (x, h, h, w(4 * H, I), w(4 * H, H), None, None, None)),
+        ("gru_layer_forward", (x, h, w(3 * H, I), w(3 * H, H), None, None, None)),
+        ("linear_recurrence", (a, b, h0)),
+        ("dense_linear_recurrence", (torch.rand(T, B, H, H, dtype=torch.float64), b, h0)),
+    ]
+
+
+@pytest.mark.parametrize("name,args", layer_op_arguments(), ids=[n for n, _ in layer_op_arguments()])
+def test_fused_ops_called_directly_refuse_forward_mode_ad(name, args):
+    # Nothing requires grad, so the op's reverse-mode autograd lets the call through: without the refusal its
+    # outputs would carry no tangent, a zero derivative.
+    op = getattr(torch.ops.rnnfast, name)
+    tangent_arg = 0 if name.endswith("layer_forward") else 1  # the input x, or the scans' b
+    message = f"rnnfast::{name} has no forward-mode derivative"
+
+    def with_tangent_at(value):
+        return [value if k == tangent_arg else arg for k, arg in enumerate(args)]
+
+    with fwAD.dual_level(), pytest.raises(NotImplementedError, match=message):
+        op(*with_tangent_at(fwAD.make_dual(args[tangent_arg], torch.ones_like(args[tangent_arg]))))
+    with pytest.raises(NotImplementedError, match=message):
+        torch.func.jvp(lambda t: op(*with_tangent_at(t)), (args[tangent_arg],), (torch.ones_like(args[tangent_arg]),))
+    op(*args)  # and the op keeps working
+
+
+def test_fused_backward_op_refuses_forward_mode_ad():
+    x, h = torch.randn(T, B, I, dtype=torch.float64), torch.zeros(1, B, H, dtype=torch.float64)
+    w_ih, w_hh = torch.randn(1, H, I, dtype=torch.float64), torch.randn(1, H, H, dtype=torch.float64)
+    output, h_n = torch.ops.rnnfast.elman_layer_forward(x, h, w_ih, w_hh, None, None, False)
+    grad_output = torch.randn_like(output)
+    with fwAD.dual_level():
+        dual = fwAD.make_dual(grad_output, torch.ones_like(grad_output))
+        with pytest.raises(NotImplementedError, match="elman_layer_backward has no forward-mode"):
+            torch.ops.rnnfast.elman_layer_backward(dual, torch.zeros_like(h_n), x, h, w_ih, w_hh, output, None, False)
