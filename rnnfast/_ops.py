@@ -15,12 +15,13 @@ def needs_differentiable_twin(tensors):
     hessian, vmap), or in forward-mode AD (torch.autograd.forward_ad) with a tangent on any of them. The fused ops'
     autograd, registered with torch.library.register_autograd, is an autograd.Function that torch.func refuses (it
     has no separate setup_context) and that has no forward-mode derivative: the op raises there (with nothing
-    requiring grad, csrc/forward_ad_guard.cpp refuses the tangents that autograd would drop). Never under
-    torch.compile, which traces the ops' registrations itself. Cost elsewhere: one C call."""
-    if torch.compiler.is_compiling():
-        return False
+    requiring grad, csrc/forward_ad_guard.cpp refuses the tangents that autograd would drop). Under torch.compile
+    only the transforms count: a compiled transform traces through the twins, and anything else keeps the ops,
+    whose registrations the compiler traces itself. Cost outside transforms: one C call."""
     if torch._C._functorch.peek_interpreter_stack() is not None:
         return True
+    if torch.compiler.is_compiling():
+        return False
     return forward_ad._current_level >= 0 and any(
         isinstance(t, torch.Tensor) and forward_ad.unpack_dual(t).tangent is not None for t in tensors
     )

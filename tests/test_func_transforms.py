@@ -130,6 +130,19 @@ def test_rnn_hessian_equals_torch_nn():
     torch.testing.assert_close(torch.func.hessian(loss(fast))(x), expected, **CLOSE)
 
 
+@pytest.mark.parametrize("name", ["RNN", "LSTM"])
+def test_compiled_func_grad_equals_torch_nn(name):
+    # torch.compile traces the transform, and with it the twin; the fused ops' Function would fail there.
+    reference, fast = layer_pair(name, {})
+    x = torch.randn(T, B, I, dtype=torch.float64)
+
+    def loss(module):
+        return lambda x: module(x)[0].sin().sum()
+
+    got = torch.compile(torch.func.grad(loss(fast)), backend="aot_eager", fullgraph=True)(x)
+    torch.testing.assert_close(got, torch.func.grad(loss(reference))(x), **CLOSE)
+
+
 @pytest.mark.parametrize("name,options", LAYERS, ids=LAYER_IDS)
 def test_vmap_equals_a_loop_over_the_mapped_axis(name, options):
     # torch.nn's layers have no batching rule (aten::rnn_tanh, lstm, gru); rnnfast's twin maps like any ATen code.
