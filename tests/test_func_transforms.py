@@ -152,6 +152,23 @@ def test_vmap_equals_a_loop_over_the_mapped_axis(name, options):
     torch.testing.assert_close(torch.func.vmap(output_of(fast))(xs), expected, **CLOSE)
 
 
+@pytest.mark.parametrize("name", ["RNN", "LSTM", "GRU"])
+def test_batched_backward_of_the_fused_ops_equals_torch_nn(name):
+    # Outside a transform the fused ops run the forward; these vmap their backward over many output gradients.
+    reference, fast = layer_pair(name, {})
+    x = torch.randn(T, B, I, dtype=torch.float64)
+    expected = reverse_mode_jacobian(reference, x)
+    got = torch.autograd.functional.jacobian(output_of(fast), x, vectorize=True)
+    torch.testing.assert_close(got, expected, **CLOSE)
+    x.requires_grad_(True)
+    output, reference_output = fast(x)[0], reference(x)[0]
+    cotangents = torch.randn(3, *output.shape, dtype=torch.float64)
+    (batched,) = torch.autograd.grad(output, x, cotangents, is_grads_batched=True)
+    for k in range(3):
+        (one,) = torch.autograd.grad(reference_output, x, cotangents[k], retain_graph=True)
+        torch.testing.assert_close(batched[k], one, **CLOSE)
+
+
 def test_per_sample_gradients_by_vmap_of_grad_equal_one_backward_per_sample():
     _, fast = layer_pair("LSTM", {})
     params = {k: v.detach() for k, v in fast.named_parameters()}
