@@ -269,7 +269,7 @@ def test_fused_ops_serve_every_call_outside_transforms(monkeypatch):
 
 
 def layer_op_arguments():
-    """Each fused forward op's arguments for a small layer, float64: (name, args, index of the input)."""
+    """Each fused forward op's name and arguments for a small layer, float64."""
     x, h = torch.randn(T, B, I, dtype=torch.float64), torch.zeros(1, B, H, dtype=torch.float64)
     w = lambda rows, cols: torch.randn(1, rows, cols, dtype=torch.float64)  # noqa: E731
     a, b, h0 = torch.rand(T, B, H, dtype=torch.float64), torch.randn(T, B, H, dtype=torch.float64), h[0]
