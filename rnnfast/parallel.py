@@ -20,7 +20,7 @@ from typing import Optional
 
 import torch
 
-from ._ops import ops
+from ._ops import needs_differentiable_twin, ops
 from .scan import dense_linear_recurrence, linear_recurrence
 
 METHODS = ("dense", "diagonal")
@@ -203,6 +203,14 @@ def elman_parallel(input, h0, weight_ih, weight_hh, bias=None, *, nonlinearity="
         raise ValueError(f"rnnfast: expected nonlinearity 'tanh' or 'relu', got {nonlinearity!r}")
     options = NewtonOptions(method, tol, max_iterations)
     _check_args(input, h0, weight_ih, weight_hh, bias)
+    if needs_differentiable_twin((input, h0, weight_ih, weight_hh, bias)):
+        # Newton's iteration count follows a residual read on the host, which vmap cannot batch, and its
+        # derivative is a custom backward, which torch.func and forward-mode AD cannot call.
+        raise NotImplementedError(
+            "rnnfast.elman_parallel cannot run under torch.func transforms (grad, vjp, jacrev, jvp, jacfwd, "
+            "hessian, vmap) or forward-mode AD (torch.autograd.forward_ad); rnnfast.RNN and "
+            "rnnfast.functional.elman_rnn compute the same layer there, in any mode, by the sequential recurrence"
+        )
     reports = []
     output, h_n = _ParallelElman.apply(input, h0, weight_ih, weight_hh, bias, nonlinearity == "relu", options,
                                        reports)  # fmt: skip

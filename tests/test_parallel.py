@@ -208,3 +208,33 @@ BAD_ARGS = {
 def test_bad_arguments_raise_a_clear_error(make_bad, message):
     with pytest.raises(ValueError, match=message):
         parallel.elman_parallel(*make_bad(layer()))
+
+
+def _under_forward_ad(call, args):
+    with torch.autograd.forward_ad.dual_level():
+        return call(torch.autograd.forward_ad.make_dual(args[0], torch.ones_like(args[0])), *args[1:])
+
+
+TRANSFORMS = {
+    "grad": lambda call, args: torch.func.grad(lambda x: call(x, *args[1:])[0].sum())(args[0]),
+    "jacrev": lambda call, args: torch.func.jacrev(lambda x: call(x, *args[1:])[0])(args[0]),
+    "jvp": lambda call, args: torch.func.jvp(lambda x: call(x, *args[1:])[0], (args[0],), (args[0],)),
+    "vmap": lambda call, args: torch.func.vmap(lambda x: call(x, *args[1:])[0])(args[0][None]),
+    "forward_ad": _under_forward_ad,
+}
+
+
+@pytest.mark.parametrize("transform", TRANSFORMS.values(), ids=TRANSFORMS.keys())
+def test_elman_parallel_under_torch_func_or_forward_ad_raises_a_clear_error_and_keeps_working(transform):
+    """Newton's method cannot run there (a host-read residual, a custom backward): the error says so and where the
+    same layer runs, where torch's own would blame a missing autograd.Function method; the next plain call works."""
+    args = layer()
+    with pytest.raises(NotImplementedError, match="rnnfast.elman_parallel cannot run under torch.func transforms"):
+        transform(parallel.elman_parallel, args)
+    output, h_n, report = parallel.elman_parallel(*args)
+    x, h0, w_ih, w_hh, bias = args
+    expected, expected_h_n = reference_elman_layer(x, h0, w_ih, w_hh, bias, torch.zeros_like(bias), torch.tanh,
+                                                   False, [x.shape[0]] * x.shape[1])  # fmt: skip
+    assert report.converged
+    torch.testing.assert_close(output, expected, rtol=0, atol=1e-8)
+    torch.testing.assert_close(h_n, expected_h_n, rtol=0, atol=1e-8)
