@@ -11,6 +11,7 @@
 #include <mutex>
 #include <tuple>
 
+#include "device_limits.h"
 #include "elman_cluster_kernels.cuh"
 
 namespace rnnfast {
@@ -36,13 +37,13 @@ cudaLaunchConfig_t launch_config(const ElmanSizes& s, const ClusterPlan& plan, c
 // Whether at least one cluster of the plan fits the device (clusters are independent: any number can run, in
 // waves). The occupancy query is a driver call, which each layer call would otherwise make three times (choosing
 // the path asks it of both kernels, launching of its own), so its answer is kept per kernel, device, cluster size
-// and shared memory.
+// and shared memory, as device_limits.h keeps the others.
 bool cluster_fits(void (*kernel)(ClusterParams), const ElmanSizes& s, const ClusterPlan& plan) {
-  const int smem = static_cast<int>(plan.smem);
-  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  if (!allow_dynamic_smem(kernel, plan.smem)) return false;
   static std::mutex mutex;
-  static std::map<std::tuple<void (*)(ClusterParams), int, int, int>, bool> known;
-  const auto key = std::make_tuple(kernel, static_cast<int>(c10::cuda::current_device()), plan.cluster_size, smem);
+  static std::map<std::tuple<void (*)(ClusterParams), int, int, size_t>, bool> known;
+  const auto key = std::make_tuple(kernel, static_cast<int>(c10::cuda::current_device()), plan.cluster_size,
+                                   plan.smem);
   const std::lock_guard<std::mutex> lock(mutex);
   const auto found = known.find(key);
   if (found != known.end()) return found->second;
@@ -67,9 +68,7 @@ void launch(void (*kernel)(ClusterParams), ClusterParams params, const ElmanSize
 bool cluster_supported(const ElmanSizes& s, at::ScalarType dtype, bool packed) {
   if (packed || dtype != at::kFloat || s.T == 0 || s.B == 0) return false;
   if (s.T > INT_MAX || s.B * s.D * s.H > INT_MAX) return false;
-  int major = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, c10::cuda::current_device()));
-  if (major < 9) return false;
+  if (device_limits(c10::cuda::current_device()).major < 9) return false;
   const ClusterPlan plan = plan_cluster(s);
   return plan.feasible && cluster_fits(forward_kernel<Activation::Tanh>(plan.kpt), s, plan) &&
          cluster_fits(backward_kernel<Activation::Tanh>(plan.kpt), s, plan);

@@ -6,6 +6,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include "device_limits.h"
 #include "elman_fused_step_kernels.cuh"
 
 namespace rnnfast {
@@ -21,8 +22,8 @@ class StepLauncher {
   template <typename Params>
   void operator()(void (*kernel)(Params), const Params& params, dim3 grid, size_t smem) {
     if (!configured_) {
-      C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          static_cast<int>(smem)));
+      TORCH_CHECK(allow_dynamic_smem(kernel, smem), "rnnfast: the fused-step CUDA path needs ", smem,
+                  " bytes of shared memory a block, more than this device allows");
       configured_ = true;
     }
     kernel<<<grid, elman_fused_step::kThreads, smem, stream_>>>(params);

@@ -5,11 +5,11 @@
 
 #include <ATen/core/Tensor.h>
 #include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAStream.h>
 
 #include <cstdint>
 
+#include "device_limits.h"
 #include "persistent_device.cuh"
 
 namespace rnnfast {
@@ -19,17 +19,8 @@ namespace cuda {
 // current device; all resident at once (a cooperative launch) when all_resident. Raises the kernel's dynamic
 // shared-memory limit to smem, which launching it needs anyway.
 inline bool persistent_blocks_fit(const void* kernel, int threads, size_t smem, bool all_resident, int64_t blocks) {
-  const int device = c10::cuda::current_device();
-  int max_optin = 0, sms = 0, cooperative = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&cooperative, cudaDevAttrCooperativeLaunch, device));
-  if (smem > static_cast<size_t>(max_optin)) return false;
-  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-  if (!all_resident) return true;  // independent blocks need not be resident together
-  int per_sm = 0;
-  C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
-  return cooperative && static_cast<int64_t>(per_sm) * sms >= blocks;
+  if (!allow_dynamic_smem(kernel, smem)) return false;
+  return !all_resident || cooperative_capacity(kernel, threads, smem) >= blocks;  // independent blocks run in waves
 }
 
 // Launches kernel(params) on the current stream; cooperatively when its blocks meet at grid-wide barriers.

@@ -12,6 +12,7 @@
 #include <climits>
 
 #include "cublas_gemm.h"
+#include "device_limits.h"
 #include "step_product.cuh"
 
 namespace rnnfast {
@@ -27,9 +28,10 @@ class StepGemm {
         handle_(at::cuda::getCurrentCUDABlasHandle()),
         tf32_(at::globalContext().allowTF32CuDNN()) {
     if (tiled_) {
-      C10_CUDA_CHECK(cudaFuncSetAttribute(step_product::product_kernel<scalar_t, scalar_t>,
-                                          cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          static_cast<int>(step_product::shared_bytes<scalar_t>())));
+      TORCH_CHECK(allow_dynamic_smem(step_product::product_kernel<scalar_t, scalar_t>,
+                                     step_product::shared_bytes<scalar_t>()),
+                  "rnnfast: the tiled step product needs ", step_product::shared_bytes<scalar_t>(),
+                  " bytes of shared memory a block, more than this device allows");
     }
   }
 
