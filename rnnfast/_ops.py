@@ -56,9 +56,12 @@ def call_layer(name, *args):
 def call_op(op, *args):
     """op(*args), skipping the op's Python autograd wrapper (about 13 us a call) when nothing needs a gradient,
     as in inference: the wrapper would only find that out and call the kernel. Under torch.compile the op is
-    always called whole, for the tracer to see its autograd."""
-    if torch.compiler.is_compiling() or (
-        torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args)
+    always called whole, for the tracer to see its autograd, and so under torch.jit.trace, whose check reruns the
+    module without gradients and refuses a graph that took the other call."""
+    if (
+        torch.compiler.is_compiling()
+        or (torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args))
+        or torch.jit.is_tracing()
     ):
         return op(*args)
     with torch._C._AutoDispatchBelowAutograd():

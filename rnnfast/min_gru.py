@@ -11,10 +11,11 @@ plain minGRU; its log-space variant only changes the arithmetic, not the recurre
 
 import torch
 
+from ._torchscript import NotScriptable
 from .scan import linear_recurrence
 
 
-class MinGRU(torch.nn.Module):
+class MinGRU(NotScriptable, torch.nn.Module):
     """One minGRU layer. input (T, B, input_size), or (B, T, input_size) with batch_first; hx (1, B, hidden_size)
     or None for zeros. Returns output (T, B, hidden_size) (batch-first when batch_first) and h_n (1, B, H), as
     torch.nn.GRU with one layer does. Parameters: weight (2*hidden_size, input_size) and bias (2*hidden_size),

@@ -11,6 +11,7 @@ import torch
 from torch.nn.utils.rnn import PackedSequence
 
 from . import functional
+from ._torchscript import NotScriptable
 from .parallel import NewtonOptions
 
 
@@ -31,7 +32,7 @@ def _check_parameters_match_input(weight, input):
         )
 
 
-class _FusedRNNBase(torch.nn.RNNBase):
+class _FusedRNNBase(NotScriptable, torch.nn.RNNBase):
     """The forward shared by RNN, LSTM and GRU: unbatched, batch-first and packed input become one time-major
     padded (T, B, I) tensor for the layer stack in functional, and its output goes back the same way. A subclass
     says how its hidden state is checked and created (_hidden_*) and runs its stack (_run_stack)."""
@@ -275,7 +276,7 @@ def _check_cell_dims(name, input, hx):
         raise ValueError(f"{name}: Expected hidden to be 1D or 2D, got {hx.dim()}D instead")
 
 
-class RNNCell(torch.nn.RNNCell):
+class RNNCell(NotScriptable, torch.nn.RNNCell):
     """torch.nn.RNNCell with the fused rnnfast kernel. Same arguments, parameters, inputs and outputs."""
 
     def forward(self, input, hx=None):
@@ -289,7 +290,7 @@ class RNNCell(torch.nn.RNNCell):
         return h if is_batched else h.squeeze(0)
 
 
-class GRUCell(torch.nn.GRUCell):
+class GRUCell(NotScriptable, torch.nn.GRUCell):
     """torch.nn.GRUCell with the fused rnnfast kernel. Same arguments, parameters, inputs and outputs."""
 
     def forward(self, input, hx=None):
@@ -301,7 +302,7 @@ class GRUCell(torch.nn.GRUCell):
         return h if is_batched else h.squeeze(0)
 
 
-class LSTMCell(torch.nn.LSTMCell):
+class LSTMCell(NotScriptable, torch.nn.LSTMCell):
     """torch.nn.LSTMCell with the fused rnnfast kernel. Same arguments, parameters, inputs ((h, c)) and
     outputs."""
 
