@@ -1,7 +1,8 @@
 """TorchScript: torch.jit.trace of every rnnfast module records its rnnfast ops and passes trace's own checks, and
 the traced module, saved and loaded or not, gives torch.nn's outputs and gradients at other batch sizes and
-sequence lengths; torch.jit.script, which cannot compile the modules' Python forward, raises an error that names
-the module and what works instead (rnnfast/_torchscript.py), and leaves the module working."""
+sequence lengths, and a model holding it scripts; torch.jit.script, which cannot compile the modules' Python
+forward, raises an error that names the module and what works instead (rnnfast/_torchscript.py), and leaves the
+module working."""
 
 import io
 
@@ -85,6 +86,44 @@ def test_traced_min_gru_matches_the_plain_loop_and_its_gradients(save):
         torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-10)
 
 
+class BranchingModel(torch.nn.Module):
+    """The article's many-to-one model (a recurrent layer, a Linear head on the last output) with data-dependent
+    control flow, which only torch.jit.script keeps: a trace would bake in one branch."""
+
+    def __init__(self, rnn):
+        super().__init__()
+        self.rnn = rnn
+        self.head = torch.nn.Linear((rnn.proj_size or rnn.hidden_size) * (2 if rnn.bidirectional else 1), 1)
+
+    def forward(self, x):
+        output, _ = self.rnn(x)
+        last = self.head(output[-1])
+        if bool(x.sum() > 0):
+            return last
+        return -last
+
+
+@pytest.mark.parametrize("name", LAYERS)
+def test_a_model_holding_the_traced_layer_scripts_saves_loads_and_matches_torch_nn(name):
+    """The way to TorchScript that rnnfast's script error names: the layer replaced by its trace, the model
+    scripted around it; both branches of the model's control flow, after torch.jit.save and load, against the
+    same model on torch.nn."""
+    reference_rnn, fast_rnn = twin_modules(name, **LAYERS[name])
+    reference = BranchingModel(reference_rnn).double()
+    model = BranchingModel(fast_rnn).double()
+    model.head.load_state_dict(reference.head.state_dict())
+    model.rnn = torch.jit.trace(model.rnn, (torch.randn(5, 2, 3, dtype=torch.float64),))
+    loaded = saved_and_loaded(torch.jit.script(model))
+    assert "rnnfast::" in str(loaded.rnn.inlined_graph)
+    branches = set()
+    for seed in range(8):
+        x = torch.randn(7, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+        expected = reference(x)
+        torch.testing.assert_close(loaded(x), expected, rtol=1e-10, atol=1e-10)
+        branches.add(bool(x.sum() > 0))
+    assert branches == {True, False}, "the inputs should take both branches"
+
+
 class Holder(torch.nn.Module):
     """A model holding an rnnfast module, as a converted model does: scripting it meets the module."""
 
@@ -110,7 +149,7 @@ def test_script_raises_a_clear_error_and_the_module_keeps_working(make, make_inp
     name = type(fast).__name__
     x = make_input().double()
     with pytest.raises(NotImplementedError, match=f"torch.jit.script cannot compile rnnfast.{name}: .* "
-                       "torch.jit.trace records"):  # fmt: skip
+                       "torch.jit.trace records .* the model scripts"):  # fmt: skip
         torch.jit.script(Holder(fast) if held else fast)
     torch.testing.assert_close(fast(x), reference(x), rtol=1e-10, atol=1e-10)
 
