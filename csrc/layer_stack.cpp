@@ -78,9 +78,11 @@ std::pair<at::Tensor, std::vector<at::Tensor>> run_stack(const at::Tensor& input
                                                          bool train, bool bidirectional, RunLayer run_layer) {
   TORCH_CHECK(num_layers >= 1, "rnnfast: expected num_layers >= 1, got ", num_layers);
   const int64_t D = bidirectional ? 2 : 1;
+  // sym_size, not size: under torch.compile a tensor's size(d) reads all its sizes as integers, which would fix
+  // the batch size in the compiled graph (a recompilation for every other batch size) to check the first.
   for (const at::Tensor& s : states)
-    TORCH_CHECK(s.dim() == 3 && s.size(0) == num_layers * D, "rnnfast: expected each state to be (", num_layers * D,
-                ", B, .) for ", num_layers, " layers of ", D, " directions, got ", s.sizes());
+    TORCH_CHECK(s.dim() == 3 && s.sym_size(0) == num_layers * D, "rnnfast: expected each state to be (",
+                num_layers * D, ", B, .) for ", num_layers, " layers of ", D, " directions, got ", s.sym_sizes());
   const bool differentiable = needs_gradient(input, states, params);
   std::optional<at::AutoDispatchBelowAutograd> below_autograd;
   if (!differentiable) below_autograd.emplace();

@@ -17,8 +17,10 @@ def needs_differentiable_twin(tensors):
     has no separate setup_context) and that has no forward-mode derivative: the op raises there (with nothing
     requiring grad, csrc/forward_ad_guard.cpp refuses the tangents that autograd would drop). Under torch.compile
     only the transforms count: a compiled transform traces through the twins, and anything else keeps the ops,
-    whose registrations the compiler traces itself. Cost outside transforms: one C call."""
-    if torch._C._functorch.peek_interpreter_stack() is not None:
+    whose registrations the compiler traces itself. The transforms are counted by the depth of functorch's layer
+    stack, which Dynamo reads as a guarded constant; it wraps peek_interpreter_stack's answer in an object that is
+    never None, which sent every compiled call to the twins. Cost outside transforms: one C call."""
+    if torch._C._functorch.get_dynamic_layer_stack_depth() > 0:
         return True
     if torch.compiler.is_compiling():
         return False

@@ -7,6 +7,8 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import rnnfast
+from rnn_pairs import outputs_and_grads as module_outputs_and_grads
+from rnn_pairs import twin_modules
 
 
 class Tagger(torch.nn.Module):
@@ -182,3 +184,52 @@ def test_gated_fake_kernels_give_the_real_output_shapes(make, form):
     flat = lambda out: [out[0], *(out[1] if isinstance(out[1], tuple) else (out[1],))]  # noqa: E731
     assert [t.shape for t in flat(got)] == [t.shape for t in flat(expected)]
     assert [t.dtype for t in flat(got)] == [t.dtype for t in flat(expected)]
+
+
+def compile_keeping_graphs(model, dynamic=None):
+    """model under torch.compile(fullgraph=True) with a backend that runs Dynamo's graphs as they are and keeps
+    them, one per compilation."""
+    graphs = []
+
+    def keep(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    return torch.compile(model, backend=keep, fullgraph=True, dynamic=dynamic), graphs
+
+
+STACK_OPS = {
+    "RNN": (dict(num_layers=2, bidirectional=True), "rnnfast.elman_rnn"),
+    "LSTM": (dict(num_layers=2, proj_size=2), "rnnfast.lstm"),
+    "GRU": (dict(num_layers=2, batch_first=True), "rnnfast.gru"),
+}
+
+
+@pytest.mark.parametrize("name", STACK_OPS)
+def test_compiled_layer_calls_its_fused_stack_op_not_the_differentiable_twin(name):
+    """Outside torch.func transforms a compiled module runs the fused stack op, as eager does; the twins (a Python
+    loop over time, traced step by step into the graph) are for transforms only (rnnfast/_ops.py,
+    needs_differentiable_twin). Dynamo once answered that check's transform test with True everywhere."""
+    options, op = STACK_OPS[name]
+    compiled, graphs = compile_keeping_graphs(getattr(rnnfast, name)(3, 4, **options))
+    compiled(torch.randn(6, 2, 3))
+    targets = [str(node.target) for node in graphs[0].graph.nodes if node.op == "call_function"]
+    assert sum(op in target for target in targets) == 1, targets
+
+
+@pytest.mark.parametrize("name", STACK_OPS)
+def test_dynamic_compile_serves_other_lengths_and_batches_with_torch_nn_results(name):
+    """torch.compile(dynamic=True): one graph for every sequence length and batch size from 2 on (torch
+    specialises sizes 0 and 1), its outputs and gradients those of torch.nn. The stack's C++ once read a state's
+    sizes as integers, fixing the batch size in the graph."""
+    options, _ = STACK_OPS[name]
+    reference, fast = twin_modules(name, input_size=3, hidden_size=4, **options)
+    compiled, graphs = compile_keeping_graphs(fast, dynamic=True)
+    for T, B in [(5, 2), (7, 3), (9, 4)]:
+        x = torch.randn((B, T, 3) if fast.batch_first else (T, B, 3), dtype=torch.float64)
+        # The compiled module holds fast's parameters (under _orig_mod.), in the same order.
+        got, expected = module_outputs_and_grads(compiled, x, None), module_outputs_and_grads(reference, x, None)
+        for g, e in zip(got, expected, strict=True):
+            torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-10)
+    assert len(graphs) == 1
