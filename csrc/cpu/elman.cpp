@@ -1,5 +1,5 @@
-// The CPU loop over time of an Elman layer, forward and backward. Each direction is an independent loop,
-// so a bidirectional layer runs its two directions on two threads at once.
+// The CPU loop over time of an Elman layer, forward and backward. Each direction, and each group of batch rows,
+// is an independent loop, run on threads of its own (parallel_loops.h).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
@@ -11,7 +11,7 @@
 #include "../elman_layer.h"
 #include "../widened.h"
 #include "blas.h"
-#include "directions.h"
+#include "parallel_loops.h"
 #include "reused_buffer.h"
 #include "small_step.h"
 
@@ -21,14 +21,16 @@ namespace {
 
 template <typename scalar_t, Activation A>
 void forward_direction(scalar_t* out, const scalar_t* h0, const scalar_t* w_hh_t, scalar_t* h_n, const ElmanSizes& s,
-                       int64_t d, const int64_t* batch_sizes, bool fused) {
+                       int64_t d, const int64_t* batch_sizes, bool fused, RowRange group) {
   // out: (T, B, D*H), this direction's columns start at d*H; h0, h_n: (B, H); w_hh_t: W_hh transposed (H, H).
-  const int64_t H = s.H, B = s.B, ld = s.D * s.H;
-  auto z_at = [&](int64_t t) { return out + t * B * ld + d * H; };
+  // Only the rows of `group` are read and written.
+  const int64_t H = s.H, B = s.B, ld = s.D * s.H, n = group.size();
+  auto z_at = [&](int64_t t) { return out + t * B * ld + d * H + group.begin * ld; };
+  h0 += group.begin * H;
   int64_t prev_t = -1, prev_rows = 0;
   for (int64_t i = 0; i < s.T; ++i) {
     const int64_t t = step_at(d, i, s.T);
-    const int64_t rows = rows_at(batch_sizes, t, B);
+    const int64_t rows = rows_running(batch_sizes, t, B, group);
     scalar_t* z = z_at(t);
     // Rows that ran the previous step continue from its output; rows starting now (the first step, or a
     // shorter sequence joining a reverse pass) start from h0.
@@ -43,32 +45,34 @@ void forward_direction(scalar_t* out, const scalar_t* h0, const scalar_t* w_hh_t
                                z + continuing * ld, ld);
       activate_rows<scalar_t, A>(z, ld, H, rows);
     }
-    for (int64_t b = rows; b < B; ++b) std::fill_n(z + b * ld, H, scalar_t(0));
+    for (int64_t b = rows; b < n; ++b) std::fill_n(z + b * ld, H, scalar_t(0));
     prev_t = t;
     prev_rows = rows;
   }
   // Each row's last state: the reverse pass ends every row at t = 0, the forward pass at t = length - 1.
-  for (int64_t b = 0; b < B; ++b) {
+  for (int64_t b = group.begin; b < group.end; ++b) {
     int64_t last = 0;
     if (d == 0) {
       last = s.T - 1;
       while (batch_sizes && batch_sizes[last] <= b) --last;
     }
-    std::copy_n(z_at(last) + b * ld, H, h_n + b * H);
+    std::copy_n(out + last * B * ld + d * H + b * ld, H, h_n + b * H);
   }
 }
 
 template <typename scalar_t, Activation A>
 void backward_direction(scalar_t* grad_z, scalar_t* grad_h, const scalar_t* out, const scalar_t* w_hh,
-                        const ElmanSizes& s, int64_t d, const int64_t* batch_sizes, bool fused) {
-  // grad_z, out: (T, B, D*H), this direction's columns start at d*H; grad_h: (B, H); w_hh: (H, H).
-  const int64_t H = s.H, B = s.B, ld = s.D * s.H;
+                        const ElmanSizes& s, int64_t d, const int64_t* batch_sizes, bool fused, RowRange group) {
+  // grad_z, out: (T, B, D*H), this direction's columns start at d*H; grad_h: (B, H); w_hh: (H, H). Only the rows
+  // of `group` are read and written.
+  const int64_t H = s.H, B = s.B, ld = s.D * s.H, n = group.size();
+  grad_h += group.begin * H;
   for (int64_t i = s.T - 1; i >= 0; --i) {
     const int64_t t = step_at(d, i, s.T);
-    const int64_t rows = rows_at(batch_sizes, t, B);
-    scalar_t* gz = grad_z + t * B * ld + d * H;
-    const scalar_t* h = out + t * B * ld + d * H;
-    for (int64_t b = rows; b < B; ++b) std::fill_n(gz + b * ld, H, scalar_t(0));
+    const int64_t rows = rows_running(batch_sizes, t, B, group);
+    scalar_t* gz = grad_z + t * B * ld + d * H + group.begin * ld;
+    const scalar_t* h = out + t * B * ld + d * H + group.begin * ld;
+    for (int64_t b = rows; b < n; ++b) std::fill_n(gz + b * ld, H, scalar_t(0));
     // dL/dh_{t-1} = dL/dz_t W_hh for the running rows; the others keep the gradient they already hold.
     if (fused) {
       backward_step_small<scalar_t, A>(gz, h, ld, grad_h, w_hh, H, rows);
@@ -112,9 +116,10 @@ void forward_recurrence_cpu(at::Tensor& output, const at::Tensor& hx, const at::
         wt = w_t.const_data_ptr<scalar_t>();
       }
       const bool fused = use_fused_step(s.H, kSmallStepMaxHidden);
-      for_each_direction(s.D, [&](int64_t d) {
+      const auto groups = row_groups(s.D, s.B, s.T, batch_sizes, s.H * s.H, fused);
+      for_each_loop(s.D, groups, [&](int64_t d, RowRange group) {
         forward_direction<scalar_t, act>(out, h0 + d * s.B * s.H, wt + d * s.H * s.H, hn + d * s.B * s.H, s, d,
-                                         batch_sizes, fused);
+                                         batch_sizes, fused, group);
       });
     });
   });
@@ -130,8 +135,10 @@ void backward_recurrence_cpu(at::Tensor& grad_z, at::Tensor& grad_h, const at::T
       const scalar_t* out = output.const_data_ptr<scalar_t>();
       const scalar_t* w = weight_hh.const_data_ptr<scalar_t>();
       const bool fused = use_fused_step(s.H, kSmallStepMaxHidden);
-      for_each_direction(s.D, [&](int64_t d) {
-        backward_direction<scalar_t, act>(gz, gh + d * s.B * s.H, out, w + d * s.H * s.H, s, d, batch_sizes, fused);
+      const auto groups = row_groups(s.D, s.B, s.T, batch_sizes, s.H * s.H, fused);
+      for_each_loop(s.D, groups, [&](int64_t d, RowRange group) {
+        backward_direction<scalar_t, act>(gz, gh + d * s.B * s.H, out, w + d * s.H * s.H, s, d, batch_sizes, fused,
+                                          group);
       });
     });
   });

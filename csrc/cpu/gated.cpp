@@ -1,7 +1,8 @@
 // The CPU loop over time of a gated layer, forward and backward, for any cell description of gate_math.h:
-// per step and direction one BLAS product for the recurrent term, then the cell's pointwise function over the
-// running rows in one pass (gates, state update and saved quantities together). The LSTM and GRU ops are these
-// loops instantiated with LstmCell and GruCell.
+// per step and direction one product for the recurrent term (register tiles or BLAS), then the cell's pointwise
+// function over the running rows in one pass (gates, state update and saved quantities together). Each direction,
+// and each group of batch rows, is a loop of its own on a thread of its own (parallel_loops.h). The LSTM and GRU
+// ops are these loops instantiated with LstmCell and GruCell.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
@@ -13,7 +14,7 @@
 #include "../gated_layer.h"
 #include "../widened.h"
 #include "blas.h"
-#include "directions.h"
+#include "parallel_loops.h"
 #include "simd_target.h"
 #include "small_step.h"
 
@@ -221,70 +222,81 @@ void project_steps(const GatedForwardBuffers& buf, const GatedSizes& s, int64_t 
                            buf.weight_ih.const_data_ptr<scalar_t>() + d * GH * s.I, s.I, bias ? 1 : 0, block, GH);
 }
 
+// The running state of one direction's loop: h (B, P), c (B, H) or null, and its per-step scratch, gates_h
+// (B, G*H) for h_{t-1} W_hh^T and m (B, H) for the cell output before the projection (null without one, when the
+// cell writes h directly). Row b of each belongs to the loop of b's group.
+template <typename scalar_t>
+struct DirectionState {
+  scalar_t* h;
+  scalar_t* c;
+  scalar_t* gates_h;
+  scalar_t* m;
+};
+
 template <typename Cell, typename scalar_t>
-void forward_direction(GatedForwardBuffers& buf, const StepWeights<scalar_t>& w_hh,
-                       const StepWeights<scalar_t>* w_hr, scalar_t* gates_h, scalar_t* m, scalar_t* gates_block,
-                       int64_t block_steps, const GatedSizes& s, int64_t d, const int64_t* batch_sizes) {
-  // w_hh: this direction's W_hh^T (P, G*H) and w_hr its W_hr^T (H, P) as the step products read them (see
-  // forward_recurrence_cpu), w_hr nullptr without a projection; gates_h: (B, G*H) scratch for h_{t-1} W_hh^T;
-  // m: (B, H) scratch for the cell output before the projection, or nullptr without one (the cell then writes h
-  // directly); gates_block: (block_steps * B, G*H) scratch for gates_x of the block of steps holding the current
-  // one.
-  const int64_t B = s.B, H = s.H, P = s.P, GH = s.G * s.H, WH = s.W * s.H;
+void forward_steps(GatedForwardBuffers& buf, const StepWeights<scalar_t>& w_hh, const StepWeights<scalar_t>* w_hr,
+                   const DirectionState<scalar_t>& state, const scalar_t* gates_block, int64_t block_first,
+                   int64_t count, const GatedSizes& s, int64_t d, const int64_t* batch_sizes, RowRange group) {
+  // Runs direction d's steps block_first .. block_first + count - 1 (in the direction's order) for the rows of
+  // `group`. w_hh: this direction's W_hh^T (P, G*H) and w_hr its W_hr^T (H, P) as the step products read them
+  // (see forward_recurrence_cpu), w_hr nullptr without a projection; gates_block: (count * B, G*H), gates_x of
+  // those steps.
+  const int64_t B = s.B, H = s.H, P = s.P, GH = s.G * s.H, WH = s.W * s.H, r0 = group.begin, n = group.size();
   const int64_t ld_out = s.D * P, ld_ws = s.D * WH, ws_step = workspace_step_stride(buf, s);
-  scalar_t* out = buf.output.data_ptr<scalar_t>() + d * P;                // same layout, stride ld_out
-  scalar_t* ws = buf.workspace.data_ptr<scalar_t>() + d * WH;             // same layout, stride ld_ws
-  scalar_t* h = buf.h.data_ptr<scalar_t>() + d * B * P;                   // (B, P) the running h
-  scalar_t* c = buf.c.defined() ? buf.c.data_ptr<scalar_t>() + d * B * H : nullptr;  // (B, H) the running c
+  scalar_t* out = buf.output.data_ptr<scalar_t>() + d * P + r0 * ld_out;   // same layout, stride ld_out
+  scalar_t* ws = buf.workspace.data_ptr<scalar_t>() + d * WH + r0 * ld_ws;  // same layout, stride ld_ws
+  scalar_t* h = state.h + r0 * P;
+  scalar_t* c = state.c ? state.c + r0 * H : nullptr;
+  scalar_t* gates_h = state.gates_h + r0 * GH;
+  scalar_t* m = state.m ? state.m + r0 * H : nullptr;
   const scalar_t* bias_h = buf.bias_h.defined() ? buf.bias_h.data_ptr<scalar_t>() + d * GH : nullptr;  // (G*H)
   const auto forward_cells = pick_forward_cells<Cell, scalar_t>();
   // Rows not running at a step keep their h and c: in the forward direction a finished row's last state, in the
   // reverse direction hx and cx until the row's own last step comes round. So h and c end as h_n and c_n.
-  int64_t block_first = -1;  // the first step of the block in gates_block; none yet
-  for (int64_t i = 0; i < s.T; ++i) {
-    const int64_t t = step_at(d, i, s.T), rows = rows_at(batch_sizes, t, B);
-    if (block_first < 0 || t < block_first || t >= block_first + block_steps) {
-      block_first = t / block_steps * block_steps;
-      project_steps(buf, s, d, block_first, std::min(block_steps, s.T - block_first), gates_block);
-    }
+  for (int64_t j = 0; j < count; ++j) {
+    const int64_t t = d == 0 ? block_first + j : block_first + count - 1 - j;
+    const int64_t rows = rows_running(batch_sizes, t, B, group);
     step_gemm<scalar_t>(w_hh, rows, h, P, false, gates_h, GH);
-    const scalar_t* gx_t = gates_block + (t - block_first) * B * GH;
+    const scalar_t* gx_t = gates_block + ((t - block_first) * B + r0) * GH;
     scalar_t* out_t = out + t * B * ld_out;
     scalar_t* ws_t = ws + t * ws_step;
     forward_cells({gx_t, GH, gates_h, bias_h, ws_t, ld_ws, h, c, m ? m : h, rows, H, P, GH});
     if (m) step_gemm<scalar_t>(*w_hr, rows, m, H, false, h, P);
     for (int64_t b = 0; b < rows; ++b) std::copy_n(h + b * P, P, out_t + b * ld_out);
-    zero_rows(out_t, rows, B, P, ld_out);
-    zero_rows(ws_t, rows, B, WH, ld_ws);
+    zero_rows(out_t, rows, n, P, ld_out);
+    zero_rows(ws_t, rows, n, WH, ld_ws);
   }
 }
 
 template <typename Cell, typename scalar_t>
 void backward_direction(GatedBackwardBuffers& buf, const StepWeights<scalar_t>& w_hh,
                         const StepWeights<scalar_t>* w_hr, scalar_t* grad_m, const GatedSizes& s, int64_t d,
-                        const int64_t* batch_sizes) {
+                        const int64_t* batch_sizes, RowRange group) {
   // w_hh: this direction's W_hh (G*H, P) and w_hr its W_hr (P, H) as the step products read them, w_hr nullptr
   // without a projection; grad_m: (B, H) scratch for dL/dm_t through the projection, or nullptr without one.
-  const int64_t B = s.B, H = s.H, P = s.P, GH = s.G * s.H, WH = s.W * s.H;
+  // Only the rows of `group` are read and written.
+  const int64_t B = s.B, H = s.H, P = s.P, GH = s.G * s.H, WH = s.W * s.H, r0 = group.begin, n = group.size();
   const int64_t ld_gates = s.D * GH, ld_out = s.D * P, ld_ws = s.D * WH;
-  scalar_t* grad_h_seq = buf.grad_h_seq.data_ptr<scalar_t>() + d * P;       // step t, row b at t*B*ld + b*ld
-  scalar_t* grad_gx = buf.grad_gates_x.data_ptr<scalar_t>() + d * GH;       // same layout, stride ld_gates
-  scalar_t* grad_gh = buf.grad_gates_h.defined() ? buf.grad_gates_h.data_ptr<scalar_t>() + d * GH : grad_gx;
-  const scalar_t* prev_h = buf.prev_h.data_ptr<scalar_t>() + d * P;         // stride ld_out
-  const scalar_t* ws = buf.workspace.data_ptr<scalar_t>() + d * WH;         // stride ld_ws
-  scalar_t* carry_h = buf.grad_h.data_ptr<scalar_t>() + d * B * P;          // (B, P) dL/dh of the step after
-  scalar_t* carry_c = buf.grad_c.defined() ? buf.grad_c.data_ptr<scalar_t>() + d * B * H : nullptr;  // (B, H)
+  scalar_t* grad_h_seq = buf.grad_h_seq.data_ptr<scalar_t>() + d * P + r0 * ld_out;  // step t at t*B*ld_out
+  scalar_t* grad_gx = buf.grad_gates_x.data_ptr<scalar_t>() + d * GH + r0 * ld_gates;  // stride ld_gates
+  scalar_t* grad_gh = buf.grad_gates_h.defined() ? buf.grad_gates_h.data_ptr<scalar_t>() + d * GH + r0 * ld_gates
+                                                 : grad_gx;
+  const scalar_t* prev_h = buf.prev_h.data_ptr<scalar_t>() + d * P + r0 * ld_out;     // stride ld_out
+  const scalar_t* ws = buf.workspace.data_ptr<scalar_t>() + d * WH + r0 * ld_ws;      // stride ld_ws
+  scalar_t* carry_h = buf.grad_h.data_ptr<scalar_t>() + (d * B + r0) * P;  // (n, P) dL/dh of the step after
+  scalar_t* carry_c = buf.grad_c.defined() ? buf.grad_c.data_ptr<scalar_t>() + (d * B + r0) * H : nullptr;  // (n, H)
+  if (grad_m) grad_m += r0 * H;
   const bool separate = buf.grad_gates_h.defined();
   const auto backward_cells = pick_backward_cells<Cell, scalar_t>();
   for (int64_t i = s.T - 1; i >= 0; --i) {
-    const int64_t t = step_at(d, i, s.T), rows = rows_at(batch_sizes, t, B);
+    const int64_t t = step_at(d, i, s.T), rows = rows_running(batch_sizes, t, B, group);
     scalar_t* dh_t = grad_h_seq + t * B * ld_out;
     for (int64_t b = 0; b < rows; ++b) {
       scalar_t* dh = dh_t + b * ld_out;
       const scalar_t* carried = carry_h + b * P;
       for (int64_t j = 0; j < P; ++j) dh[j] += carried[j];
     }
-    zero_rows(dh_t, rows, B, P, ld_out);
+    zero_rows(dh_t, rows, n, P, ld_out);
     if (grad_m) step_gemm<scalar_t>(*w_hr, rows, dh_t, ld_out, false, grad_m, H);
     scalar_t* dgx_t = grad_gx + t * B * ld_gates;
     scalar_t* dgh_t = grad_gh + t * B * ld_gates;
@@ -292,13 +304,16 @@ void backward_direction(GatedBackwardBuffers& buf, const StepWeights<scalar_t>& 
     const scalar_t* prev_t = prev_h + t * B * ld_out;
     backward_cells({grad_m ? grad_m : dh_t, grad_m ? H : ld_out, ws_t, ld_ws, prev_t, ld_out, dgx_t, dgh_t, ld_gates,
                     carry_c, carry_h, rows, H, P});
-    zero_rows(dgx_t, rows, B, GH, ld_gates);
-    if (separate) zero_rows(dgh_t, rows, B, GH, ld_gates);
+    zero_rows(dgx_t, rows, n, GH, ld_gates);
+    if (separate) zero_rows(dgh_t, rows, n, GH, ld_gates);
     // dL/dh_{t-1} for the running rows: the recurrent product, added to the direct part where the cell wrote one.
     // The other rows keep the gradient they already hold.
     step_gemm<scalar_t>(w_hh, rows, dgh_t, ld_gates, Cell::spec.direct_hidden_path, carry_h, P);
   }
 }
+
+// Multiply-adds of one row's step in the loop's products: h_{t-1} W_hh^T, and with a projection m_t W_hr^T.
+int64_t step_work(const GatedSizes& s, bool projected) { return s.P * s.G * s.H + (projected ? s.H * s.P : 0); }
 
 template <typename Cell>
 void forward_recurrence_cpu(GatedForwardBuffers& buf, const GatedSizes& s, const int64_t* batch_sizes) {
@@ -316,13 +331,32 @@ void forward_recurrence_cpu(GatedForwardBuffers& buf, const GatedSizes& s, const
     const LoopWeights<scalar_t> w(w_hh_t, w_hr_t, s.H);
     const int64_t block_steps = projection_block_steps(s, sizeof(scalar_t));
     at::Tensor gates_block = at::empty({s.D, block_steps * s.B, s.G * s.H}, buf.output.options());  // (D, ., G*H)
-    for_each_direction(s.D, [&](int64_t d) {
-      scalar_t* m_d = m.defined() ? m.data_ptr<scalar_t>() + d * s.B * s.H : nullptr;
-      forward_direction<Cell, scalar_t>(buf, w.hh[d], w.hr_of(d),
-                                        gates_h.data_ptr<scalar_t>() + d * s.B * s.G * s.H, m_d,
-                                        gates_block.data_ptr<scalar_t>() + d * block_steps * s.B * s.G * s.H,
-                                        block_steps, s, d, batch_sizes);
-    });
+    const auto groups = row_groups(s.D, s.B, s.T, batch_sizes, step_work(s, m.defined()), w.hh[0].packed);
+    std::vector<DirectionState<scalar_t>> state;
+    for (int64_t d = 0; d < s.D; ++d) {
+      state.push_back({buf.h.data_ptr<scalar_t>() + d * s.B * s.P,
+                       buf.c.defined() ? buf.c.data_ptr<scalar_t>() + d * s.B * s.H : nullptr,
+                       gates_h.data_ptr<scalar_t>() + d * s.B * s.G * s.H,
+                       m.defined() ? m.data_ptr<scalar_t>() + d * s.B * s.H : nullptr});
+    }
+    // Block k of each direction's steps, in the direction's order: the reverse direction takes the blocks from the
+    // end. Each block's projection is one product over all rows (the BLAS's own threads), then every loop runs its
+    // rows through the block's steps.
+    const int64_t blocks = (s.T + block_steps - 1) / block_steps;
+    const int64_t block_size = block_steps * s.B * s.G * s.H;  // values of one direction's gates_block
+    for (int64_t k = 0; k < blocks; ++k) {
+      std::vector<int64_t> first(s.D), count(s.D);  // (D): each direction's block
+      for (int64_t d = 0; d < s.D; ++d) {
+        first[d] = (d == 0 ? k : blocks - 1 - k) * block_steps;
+        count[d] = std::min(block_steps, s.T - first[d]);
+        project_steps(buf, s, d, first[d], count[d], gates_block.data_ptr<scalar_t>() + d * block_size);
+      }
+      for_each_loop(s.D, groups, [&](int64_t d, RowRange group) {
+        forward_steps<Cell, scalar_t>(buf, w.hh[d], w.hr_of(d), state[d],
+                                      gates_block.const_data_ptr<scalar_t>() + d * block_size, first[d], count[d], s,
+                                      d, batch_sizes, group);
+      });
+    }
   });
 }
 
@@ -335,9 +369,10 @@ void backward_recurrence_cpu(GatedBackwardBuffers& buf, const GatedSizes& s, con
     const at::Tensor weight_hh = buf.weight_hh.contiguous();  // (D, G*H, P)
     const at::Tensor weight_hr = buf.weight_hr.defined() ? buf.weight_hr.contiguous() : at::Tensor();  // (D, P, H)
     const LoopWeights<scalar_t> w(weight_hh, weight_hr, s.H);
-    for_each_direction(s.D, [&](int64_t d) {
+    const auto groups = row_groups(s.D, s.B, s.T, batch_sizes, step_work(s, grad_m.defined()), w.hh[0].packed);
+    for_each_loop(s.D, groups, [&](int64_t d, RowRange group) {
       scalar_t* grad_m_d = grad_m.defined() ? grad_m.data_ptr<scalar_t>() + d * s.B * s.H : nullptr;
-      backward_direction<Cell, scalar_t>(buf, w.hh[d], w.hr_of(d), grad_m_d, s, d, batch_sizes);
+      backward_direction<Cell, scalar_t>(buf, w.hh[d], w.hr_of(d), grad_m_d, s, d, batch_sizes, group);
     });
   });
 }
