@@ -43,19 +43,27 @@ __attribute__((always_inline)) inline void accumulate_tile(scalar_t (&acc)[kRows
 template <int64_t n>
 using Constant = std::integral_constant<int64_t, n>;
 
-// acc += in (rows x K) @ m[0:K, 0:width] for one tile, m row-major at stride ld_m; unrolled when the tile is full.
-template <bool use_fma, typename scalar_t>
+// acc += in (rows x K) @ m[0:K, 0:width] for one tile, m row-major at stride ld_m, unrolled when the tile is full
+// width and has kRows rows or one, or with every_row_count any number of rows. Why the choice: the Elman steps
+// at batch 2-3 (or groups of rows that the threads' split, parallel_loops.h, leaves with 2 or 3) took the
+// generic loop at more than twice the time per row (batch 3, hidden 256: about 2x faster unrolled), where the gated
+// cells' products ran about 10% slower unrolled at 2 and 3 rows (GRU, hidden 64-256: 0.89x-0.92x).
+template <bool use_fma, bool every_row_count, typename scalar_t>
 __attribute__((always_inline)) inline void product_tile(scalar_t (&acc)[kRows][kColumns<scalar_t>], int64_t rows,
                                                         int64_t width, const scalar_t* in, int64_t ld_in,
                                                         const scalar_t* m, int64_t ld_m, int64_t K) {
   constexpr int64_t columns = kColumns<scalar_t>;
-  if (rows == kRows && width == columns) {
-    accumulate_tile<use_fma>(acc, Constant<kRows>{}, Constant<columns>{}, in, ld_in, m, ld_m, K);
-  } else if (rows == 1 && width == columns) {
-    accumulate_tile<use_fma>(acc, Constant<1>{}, Constant<columns>{}, in, ld_in, m, ld_m, K);
-  } else {
-    accumulate_tile<use_fma>(acc, rows, width, in, ld_in, m, ld_m, K);
+  static_assert(kRows == 4, "the cases below unroll each row count up to kRows");
+  const Constant<columns> full;
+  if (width == columns && rows == 4) return accumulate_tile<use_fma>(acc, Constant<4>{}, full, in, ld_in, m, ld_m, K);
+  if (width == columns && rows == 1) return accumulate_tile<use_fma>(acc, Constant<1>{}, full, in, ld_in, m, ld_m, K);
+  if (every_row_count && width == columns && rows == 3) {
+    return accumulate_tile<use_fma>(acc, Constant<3>{}, full, in, ld_in, m, ld_m, K);
   }
+  if (every_row_count && width == columns && rows == 2) {
+    return accumulate_tile<use_fma>(acc, Constant<2>{}, full, in, ld_in, m, ld_m, K);
+  }
+  accumulate_tile<use_fma>(acc, rows, width, in, ld_in, m, ld_m, K);
 }
 
 // step_product on packed weights (small_step.h): each column block's panel is (K, columns) contiguous, padded
@@ -74,7 +82,7 @@ __attribute__((always_inline)) inline void product_body(scalar_t* C, int64_t ldc
       if (accumulate) {
         for (int64_t r = 0; r < tile_rows; ++r) std::copy_n(C + (b0 + r) * ldc + j0, width, acc[r]);
       }
-      product_tile<use_fma>(acc, tile_rows, columns, A + b0 * lda, lda, panel, columns, K);
+      product_tile<use_fma, false>(acc, tile_rows, columns, A + b0 * lda, lda, panel, columns, K);
       for (int64_t r = 0; r < tile_rows; ++r) std::copy_n(acc[r], width, C + (b0 + r) * ldc + j0);
     }
   }
@@ -92,7 +100,7 @@ __attribute__((always_inline)) inline void forward_body(scalar_t* z, int64_t ld_
       const int64_t tile_rows = std::min(kRows, rows - b0);
       scalar_t acc[kRows][columns];  // (kRows, columns): pre-activations of this tile
       for (int64_t r = 0; r < tile_rows; ++r) std::copy_n(z + (b0 + r) * ld_z + j0, width, acc[r]);
-      product_tile<use_fma>(acc, tile_rows, width, h_prev + b0 * ld_h, ld_h, w_t + j0, H, H);
+      product_tile<use_fma, true>(acc, tile_rows, width, h_prev + b0 * ld_h, ld_h, w_t + j0, H, H);
       for (int64_t r = 0; r < tile_rows; ++r) {
         scalar_t* zr = z + (b0 + r) * ld_z + j0;
         for (int64_t i = 0; i < width; ++i) zr[i] = ActivationFn<A>::forward(acc[r][i]);
@@ -131,7 +139,7 @@ __attribute__((always_inline)) inline void backward_body(scalar_t* grad_z, const
     for (int64_t b0 = 0; b0 < rows; b0 += kRows) {
       const int64_t tile_rows = std::min(kRows, rows - b0);
       scalar_t acc[kRows][columns] = {};  // (kRows, columns): dL/dh_{t-1} of this tile
-      product_tile<use_fma>(acc, tile_rows, width, grad_z + b0 * ld, ld, w + k0, H, H);
+      product_tile<use_fma, true>(acc, tile_rows, width, grad_z + b0 * ld, ld, w + k0, H, H);
       for (int64_t r = 0; r < tile_rows; ++r) std::copy_n(acc[r], width, grad_h + (b0 + r) * H + k0);
     }
   }
