@@ -8,6 +8,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <utility>
 #include <vector>
 
 #include "../gate_math.h"
@@ -340,22 +341,34 @@ void forward_recurrence_cpu(GatedForwardBuffers& buf, const GatedSizes& s, const
                        m.defined() ? m.data_ptr<scalar_t>() + d * s.B * s.H : nullptr});
     }
     // Block k of each direction's steps, in the direction's order: the reverse direction takes the blocks from the
-    // end. Each block's projection is one product over all rows (the BLAS's own threads), then every loop runs its
-    // rows through the block's steps.
+    // end. project(d, k) writes direction d's gates_x of its block k into its gates_block and returns the block's
+    // first step and step count.
     const int64_t blocks = (s.T + block_steps - 1) / block_steps;
     const int64_t block_size = block_steps * s.B * s.G * s.H;  // values of one direction's gates_block
-    for (int64_t k = 0; k < blocks; ++k) {
-      std::vector<int64_t> first(s.D), count(s.D);  // (D): each direction's block
-      for (int64_t d = 0; d < s.D; ++d) {
-        first[d] = (d == 0 ? k : blocks - 1 - k) * block_steps;
-        count[d] = std::min(block_steps, s.T - first[d]);
-        project_steps(buf, s, d, first[d], count[d], gates_block.data_ptr<scalar_t>() + d * block_size);
-      }
+    auto project = [&](int64_t d, int64_t k) {
+      const int64_t first = (d == 0 ? k : blocks - 1 - k) * block_steps, count = std::min(block_steps, s.T - first);
+      project_steps(buf, s, d, first, count, gates_block.data_ptr<scalar_t>() + d * block_size);
+      return std::pair<int64_t, int64_t>(first, count);
+    };
+    auto run = [&](int64_t d, RowRange group, std::pair<int64_t, int64_t> block) {
+      forward_steps<Cell, scalar_t>(buf, w.hh[d], w.hr_of(d), state[d],
+                                    gates_block.const_data_ptr<scalar_t>() + d * block_size, block.first,
+                                    block.second, s, d, batch_sizes, group);
+    };
+    if (groups.size() == 1) {
+      // One loop per direction: each projects its own blocks, the directions side by side (measured at 2 threads,
+      // bidirectional: 1.2x-1.5x faster forward than projecting both directions' blocks between parallel parts).
       for_each_loop(s.D, groups, [&](int64_t d, RowRange group) {
-        forward_steps<Cell, scalar_t>(buf, w.hh[d], w.hr_of(d), state[d],
-                                      gates_block.const_data_ptr<scalar_t>() + d * block_size, first[d], count[d], s,
-                                      d, batch_sizes, group);
+        for (int64_t k = 0; k < blocks; ++k) run(d, group, project(d, k));
       });
+      return;
+    }
+    // Several groups of rows per direction: each block's projection is one product over all rows (the BLAS's own
+    // threads), then every loop runs its rows through the block's steps.
+    std::vector<std::pair<int64_t, int64_t>> block(s.D);  // (D): each direction's block, first step and count
+    for (int64_t k = 0; k < blocks; ++k) {
+      for (int64_t d = 0; d < s.D; ++d) block[d] = project(d, k);
+      for_each_loop(s.D, groups, [&](int64_t d, RowRange group) { run(d, group, block[d]); });
     }
   });
 }
