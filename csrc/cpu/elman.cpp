@@ -56,7 +56,7 @@ void forward_direction(scalar_t* out, const scalar_t* h0, const scalar_t* w_hh_t
       last = s.T - 1;
       while (batch_sizes && batch_sizes[last] <= b) --last;
     }
-    std::copy_n(out + last * B * ld + d * H + b * ld, H, h_n + b * H);
+    std::copy_n(z_at(last) + (b - group.begin) * ld, H, h_n + b * H);
   }
 }
 

@@ -3,7 +3,7 @@
 // group of rows runs its whole loop over time on one thread, with no synchronisation between steps, and every
 // row's arithmetic is the same whatever group it falls in (the register tiles compute each row on its own).
 // Why: with one loop per direction, a one-directional layer ran on one core whatever torch's thread count, and
-// at 2 threads torch.nn.LSTM (oneDNN, which splits every step over its threads) took 0.55x-0.83x of
+// at 2 threads torch.nn.LSTM (oneDNN, which splits every step over its threads) took 0.55x-0.97x of
 // rnnfast.LSTM's time at batch 16-64 (BENCHMARKS.md).
 #pragma once
 
@@ -44,8 +44,12 @@ constexpr int64_t kMinGroupRows = 4;
 // steps the rows run, so in a packed batch the groups of long rows hold fewer rows.
 inline std::vector<RowRange> row_groups(int64_t D, int64_t B, int64_t T, const int64_t* batch_sizes,
                                         int64_t step_work, bool splittable) {
+  const bool parallel = splittable && !at::in_parallel_region();
+  const int64_t threads_per_direction = parallel ? std::max<int64_t>(1, at::get_num_threads() / D) : 1;
+  const int64_t most = std::min(threads_per_direction, B / kMinGroupRows);  // groups the threads and rows allow
+  if (most <= 1) return {{0, B}};  // without reading the rows' lengths: the common call on one thread
   std::vector<int64_t> length(B, T);  // (B): the steps each row runs
-  if (batch_sizes && B > 0) {
+  if (batch_sizes) {
     std::vector<int64_t> ending(B + 1, 0);  // (B + 1): steps whose batch size is each value
     for (int64_t t = 0; t < T; ++t) ending[batch_sizes[t]] += 1;
     int64_t steps = 0;
@@ -53,10 +57,8 @@ inline std::vector<RowRange> row_groups(int64_t D, int64_t B, int64_t T, const i
   }
   int64_t total = 0;
   for (const int64_t steps : length) total += steps;
-  const bool parallel = splittable && !at::in_parallel_region();
-  const int64_t threads_per_direction = parallel ? std::max<int64_t>(1, at::get_num_threads() / D) : 1;
   const int64_t by_work = total * std::max<int64_t>(step_work, 1) / kMinGroupWork;
-  const int64_t count = std::max<int64_t>(1, std::min({threads_per_direction, B / kMinGroupRows, by_work}));
+  const int64_t count = std::max<int64_t>(1, std::min(most, by_work));
   std::vector<RowRange> groups;
   int64_t begin = 0, done = 0;
   for (int64_t g = 0; g < count; ++g) {
