@@ -5,8 +5,11 @@ count.
 What is not bitwise identical across thread counts (README, "Guarantees"): the whole-sequence matrix products go
 to PyTorch's BLAS, which for some shapes splits a product's reduction over its threads, so the input projection
 and the weight gradients can differ in their last bits between torch.set_num_threads(1) and (2), exactly as
-torch.nn.RNN's do. The tests below pin that down: results agree to float rounding across thread counts, and the
-recurrence alone (no input projection) agrees bitwise.
+torch.nn.RNN's do. The same holds for the loop's per-step product where it is the BLAS's, not rnnfast's register
+tiles (small_step.h: on Intel CPUs, the gated cells and the Elman step past hidden 256; MKL split the LSTM
+backward's step product dL/dgates @ W_hh over 2 and 16 threads, not over 3 or 4). The tests below pin that down:
+results agree to float rounding across thread counts, and the recurrence alone (no input projection) agrees
+bitwise where it runs in rnnfast's tiles, the step every CPU but Intel's takes.
 """
 
 import threading
@@ -23,6 +26,13 @@ def restore_threads():
     before = torch.get_num_threads()
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def own_step(monkeypatch):
+    """The loops' per-step products in rnnfast's register tiles, whatever the CPU (auto picks them everywhere but
+    on Intel CPUs, where MKL's product won past small hidden sizes)."""
+    monkeypatch.setenv("RNNFAST_CPU_STEP", "fused")
 
 
 def outputs_and_grads(module, x, hx):
@@ -99,12 +109,28 @@ def loop_over_time(cell, D, T=30, B=16, H=256, lengths=None, proj_size=0):
 
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_the_loop_over_time_is_bitwise_identical_for_one_and_two_threads(cell, bidirectional, restore_threads):
+def test_the_loop_over_time_is_bitwise_identical_for_one_and_two_threads(cell, bidirectional, restore_threads,
+                                                                         own_step):
     results = {}
     for threads in (1, 2, 1):
         torch.set_num_threads(threads)
         results.setdefault(threads, loop_over_time(cell, 2 if bidirectional else 1))
     assert_bitwise_equal(results[2], results[1])
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_the_loop_over_time_on_the_blas_step_agrees_to_rounding_across_thread_counts(cell, restore_threads,
+                                                                                     monkeypatch):
+    # With the BLAS's product as the step (auto's choice for the gated cells on Intel CPUs), the BLAS may split
+    # the step's reduction over its threads: the bits may change with the thread count, the values only by float
+    # rounding, which scales with each tensor's largest entries.
+    monkeypatch.setenv("RNNFAST_CPU_STEP", "blas")
+    torch.set_num_threads(1)
+    one = loop_over_time(cell, 2)
+    for threads in (2, 3):
+        torch.set_num_threads(threads)
+        for a, b in zip(one, loop_over_time(cell, 2), strict=True):
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5 * a.abs().max().item())
 
 
 # Lengths of a packed batch of 16 rows, longest first: the loops' row groups (csrc/cpu/parallel_loops.h) split
@@ -117,7 +143,7 @@ PACKED_LENGTHS = [30, 30, 28, 25, 25, 21, 17, 16, 12, 9, 9, 6, 4, 3, 1, 1]
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("cell", ["RNN", "LSTM", "LSTM-projection", "GRU"])
 def test_the_loop_split_into_row_groups_gives_the_single_thread_bits(cell, bidirectional, packed, threads,
-                                                                      restore_threads):
+                                                                      restore_threads, own_step):
     # With more than one thread a direction's batch rows are split into groups that run their loops over time on
     # threads of their own: as many groups as the threads left to each direction, with 4 rows or more on
     # average (so 2 to 4 groups of these 16 rows here; a bidirectional layer at 2 and 3 threads keeps one group
