@@ -14,6 +14,7 @@
 #include "parallel_loops.h"
 #include "reused_buffer.h"
 #include "small_step.h"
+#include "transpose.h"
 
 namespace rnnfast {
 namespace cpu {
@@ -86,13 +87,6 @@ void backward_direction(scalar_t* grad_z, scalar_t* grad_h, const scalar_t* out,
 // Recurrent weights up to this many values are transposed into a buffer on the stack rather than a new tensor.
 constexpr int64_t kSmallTransposeMax = 512;
 
-// dst (cols, rows) = src (rows, cols) transposed, both contiguous: the small weight copies below, read k-major.
-template <typename scalar_t>
-void transpose_into(scalar_t* dst, const scalar_t* src, int64_t rows, int64_t cols) {
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) dst[c * rows + r] = src[r * cols + c];
-}
-
 void forward_recurrence_cpu(at::Tensor& output, const at::Tensor& hx, const at::Tensor& weight_hh, at::Tensor& h_n,
                             const ElmanSizes& s, const int64_t* batch_sizes, bool relu) {
   AT_DISPATCH_FLOATING_TYPES(output.scalar_type(), "elman_forward_cpu", [&] {
@@ -112,7 +106,7 @@ void forward_recurrence_cpu(at::Tensor& output, const at::Tensor& hx, const at::
         for (int64_t d = 0; d < s.D; ++d) transpose_into(small_w_t + d * s.H * s.H, w + d * s.H * s.H, s.H, s.H);
         wt = small_w_t;
       } else {
-        w_t = weight_hh.transpose(1, 2).contiguous();
+        w_t = transposed_weights(weight_hh);
         wt = w_t.const_data_ptr<scalar_t>();
       }
       const bool fused = use_fused_step(s.H, kSmallStepMaxHidden);

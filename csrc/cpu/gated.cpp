@@ -18,6 +18,7 @@
 #include "parallel_loops.h"
 #include "simd_target.h"
 #include "small_step.h"
+#include "transpose.h"
 
 namespace rnnfast {
 namespace cpu {
@@ -326,9 +327,8 @@ void forward_recurrence_cpu(GatedForwardBuffers& buf, const GatedSizes& s, const
     // The per-step products read the weights transposed, h @ (W^T stored contiguous), which BLAS runs up to
     // twice as fast as h @ W^T from W's own layout at the small row counts of one step (measured on MKL), and
     // which the register tiles read packed.
-    const at::Tensor w_hh_t = buf.weight_hh.transpose(1, 2).contiguous();  // (D, P, G*H)
-    const at::Tensor w_hr_t = buf.weight_hr.defined() ? buf.weight_hr.transpose(1, 2).contiguous()  // (D, H, P)
-                                                      : at::Tensor();
+    const at::Tensor w_hh_t = transposed_weights(buf.weight_hh);                                      // (D, P, G*H)
+    const at::Tensor w_hr_t = buf.weight_hr.defined() ? transposed_weights(buf.weight_hr) : at::Tensor();  // (D, H, P)
     const LoopWeights<scalar_t> w(w_hh_t, w_hr_t, s.H);
     const int64_t block_steps = projection_block_steps(s, sizeof(scalar_t));
     at::Tensor gates_block = at::empty({s.D, block_steps * s.B, s.G * s.H}, buf.output.options());  // (D, ., G*H)

@@ -12,6 +12,7 @@
 #include <torch/library.h>
 
 #include "blas.h"
+#include "transpose.h"
 
 namespace rnnfast {
 namespace cpu {
@@ -26,7 +27,8 @@ at::Tensor recurrence_floor_cpu(const at::Tensor& h0, const at::Tensor& weight_h
               weight_hh.scalar_type());
   TORCH_CHECK(steps >= 0, "rnnfast: expected steps >= 0, got ", steps);
   const int64_t B = h0.size(0), H = h0.size(1), N = weight_hh.size(0);
-  const at::Tensor h = h0.contiguous(), w_t = weight_hh.t().contiguous();  // w_t: (H, N), W_hh^T
+  const at::Tensor h = h0.contiguous();
+  const at::Tensor w_t = transposed_weights(weight_hh.unsqueeze(0));  // (1, H, N): W_hh^T
   at::Tensor out = at::empty({steps, B, N}, h0.options());  // (steps, B, N): one product per step
   AT_DISPATCH_FLOATING_TYPES(h0.scalar_type(), "recurrence_floor_cpu", [&] {
     const scalar_t* hp = h.const_data_ptr<scalar_t>();
