@@ -6,10 +6,11 @@ What is not bitwise identical across thread counts (README, "Guarantees"): the w
 to PyTorch's BLAS, which for some shapes splits a product's reduction over its threads, so the input projection
 and the weight gradients can differ in their last bits between torch.set_num_threads(1) and (2), exactly as
 torch.nn.RNN's do. The same holds for the loop's per-step product where it is the BLAS's, not rnnfast's register
-tiles (small_step.h: on Intel CPUs, the gated cells and the Elman step past hidden 256; MKL split the LSTM
-backward's step product dL/dgates @ W_hh over 2 and 16 threads, not over 3 or 4). The tests below pin that down:
-results agree to float rounding across thread counts, and the recurrence alone (no input projection) agrees
-bitwise where it runs in rnnfast's tiles, the step every CPU but Intel's takes.
+tiles (small_step.h: on Intel CPUs, every step past hidden 256, and the gated cells' steps wherever their loop
+does not split its batch rows over threads; MKL split the LSTM backward's step product dL/dgates @ W_hh over 2
+and 16 threads, not over 3 or 4). The tests below pin that down: results agree to float rounding across thread
+counts, and the recurrence alone (no input projection) agrees bitwise where it runs in rnnfast's tiles, the step
+every CPU but Intel's takes.
 """
 
 import threading
@@ -30,8 +31,8 @@ def restore_threads():
 
 @pytest.fixture
 def own_step(monkeypatch):
-    """The loops' per-step products in rnnfast's register tiles, whatever the CPU (auto picks them everywhere but
-    on Intel CPUs, where MKL's product won past small hidden sizes)."""
+    """The loops' per-step products in rnnfast's register tiles, whatever the CPU (auto picks them on every CPU but
+    Intel's, where it often picks MKL's product)."""
     monkeypatch.setenv("RNNFAST_CPU_STEP", "fused")
 
 
@@ -121,7 +122,7 @@ def test_the_loop_over_time_is_bitwise_identical_for_one_and_two_threads(cell, b
 @pytest.mark.parametrize("cell", CELLS)
 def test_the_loop_over_time_on_the_blas_step_agrees_to_rounding_across_thread_counts(cell, restore_threads,
                                                                                      monkeypatch):
-    # With the BLAS's product as the step (auto's choice for the gated cells on Intel CPUs), the BLAS may split
+    # With the BLAS's product as the step (auto's choice on Intel CPUs past hidden 256), the BLAS may split
     # the step's reduction over its threads: the bits may change with the thread count, the values only by float
     # rounding, which scales with each tensor's largest entries.
     monkeypatch.setenv("RNNFAST_CPU_STEP", "blas")

@@ -330,7 +330,7 @@ void forward_recurrence_cpu(GatedForwardBuffers& buf, const GatedSizes& s, const
     // The per-step products read the weights transposed, h @ (W^T stored contiguous), which BLAS runs up to
     // twice as fast as h @ W^T from W's own layout at the small row counts of one step (measured on MKL), and
     // which the register tiles read packed.
-    const at::Tensor w_hh_t = transposed_weights(buf.weight_hh);                                      // (D, P, G*H)
+    const at::Tensor w_hh_t = transposed_weights(buf.weight_hh);  // (D, P, G*H)
     const at::Tensor w_hr_t = buf.weight_hr.defined() ? transposed_weights(buf.weight_hr) : at::Tensor();  // (D, H, P)
     auto groups = row_groups(s.D, s.B, s.T, batch_sizes, step_work(s, m.defined()), true);
     const LoopWeights<scalar_t> w(w_hh_t, w_hr_t, s.H, groups.size() > 1);
