@@ -170,17 +170,20 @@ std::vector<StepWeights<scalar_t>> step_weights(const at::Tensor& weights, bool 
 
 // One call's per-step weights for every direction, W_hh's and with a projection W_hr's, as the products read them
 // (use_fused_step decides once per call for the layer of hidden size H): w_hh (D, K, N) and w_hr (D, ., .) or
-// undefined, contiguous, and alive as long as these are used. rows_split: whether the loop would split its batch
-// rows over threads with the tiles (row_groups). On Intel CPUs MKL's product beat the tiles for a whole batch in
-// one loop at every size measured; with the rows split over 2 threads, the tiles were 1.1x-1.7x faster forward
-// and training than MKL's own threads at hidden 64-256, batch 8-64, and 0.75x-0.95x at 384-1024 (Intel Xeon).
+// undefined, contiguous, and alive as long as these are used. groups: on entry the row groups the tiles would
+// split the loop's rows into (row_groups, splittable); on return the groups the loop runs, all rows in one when
+// the products are BLAS's, which split each product over their own threads. On Intel CPUs MKL's product beat the
+// tiles for a whole batch in one loop at every size measured; with the rows split over 2 threads, the tiles were
+// 1.1x-1.7x faster forward and training than MKL's own threads at hidden 64-256, batch 8-64, and 0.75x-0.95x at
+// 384-1024 (Intel Xeon).
 template <typename scalar_t>
 struct LoopWeights {
   at::Tensor packed_hh, packed_hr;            // (D, packed size) when the tiles run, else undefined
   std::vector<StepWeights<scalar_t>> hh, hr;  // per direction; hr empty without a projection
 
-  LoopWeights(const at::Tensor& w_hh, const at::Tensor& w_hr, int64_t H, bool rows_split) {
-    const bool tiles = use_fused_step(H, rows_split ? kSmallStepMaxHidden : 0);
+  LoopWeights(const at::Tensor& w_hh, const at::Tensor& w_hr, int64_t H, std::vector<RowRange>& groups) {
+    const bool tiles = use_fused_step(H, groups.size() > 1 ? kSmallStepMaxHidden : 0);
+    if (!tiles) groups = {{groups.front().begin, groups.back().end}};
     hh = step_weights<scalar_t>(w_hh, tiles, packed_hh);
     if (w_hr.defined()) hr = step_weights<scalar_t>(w_hr, tiles, packed_hr);
   }
@@ -333,8 +336,7 @@ void forward_recurrence_cpu(GatedForwardBuffers& buf, const GatedSizes& s, const
     const at::Tensor w_hh_t = transposed_weights(buf.weight_hh);  // (D, P, G*H)
     const at::Tensor w_hr_t = buf.weight_hr.defined() ? transposed_weights(buf.weight_hr) : at::Tensor();  // (D, H, P)
     auto groups = row_groups(s.D, s.B, s.T, batch_sizes, step_work(s, m.defined()), true);
-    const LoopWeights<scalar_t> w(w_hh_t, w_hr_t, s.H, groups.size() > 1);
-    if (!w.hh[0].packed) groups = {{0, s.B}};  // BLAS's products split over its own threads
+    const LoopWeights<scalar_t> w(w_hh_t, w_hr_t, s.H, groups);
     const int64_t block_steps = projection_block_steps(s, sizeof(scalar_t));
     at::Tensor gates_block = at::empty({s.D, block_steps * s.B, s.G * s.H}, buf.output.options());  // (D, ., G*H)
     std::vector<DirectionState<scalar_t>> state;
@@ -386,8 +388,7 @@ void backward_recurrence_cpu(GatedBackwardBuffers& buf, const GatedSizes& s, con
     const at::Tensor weight_hh = buf.weight_hh.contiguous();  // (D, G*H, P)
     const at::Tensor weight_hr = buf.weight_hr.defined() ? buf.weight_hr.contiguous() : at::Tensor();  // (D, P, H)
     auto groups = row_groups(s.D, s.B, s.T, batch_sizes, step_work(s, grad_m.defined()), true);
-    const LoopWeights<scalar_t> w(weight_hh, weight_hr, s.H, groups.size() > 1);
-    if (!w.hh[0].packed) groups = {{0, s.B}};  // BLAS's products split over its own threads
+    const LoopWeights<scalar_t> w(weight_hh, weight_hr, s.H, groups);
     for_each_loop(s.D, groups, [&](int64_t d, RowRange group) {
       scalar_t* grad_m_d = grad_m.defined() ? grad_m.data_ptr<scalar_t>() + d * s.B * s.H : nullptr;
       backward_direction<Cell, scalar_t>(buf, w.hh[d], w.hr_of(d), grad_m_d, s, d, batch_sizes, group);
