@@ -122,8 +122,9 @@ def extensions():
     # The C++ standard is the one torch.utils.cpp_extension picks for this torch. -fno-trapping-math lets the
     # compiler vectorise the activation loops (their comparisons and divisions would otherwise count as possible
     # floating-point traps); results are unchanged, only FP exception flags are not promised. -ffp-contract=off
-    # keeps a * b + c two roundings in the loops compiled a second time for AVX-512 (csrc/cpu/simd_target.h),
-    # as in the baseline build, which has no FMA: the same bits whichever variant the CPU runs.
+    # keeps a * b + c two roundings in the loops compiled again for AVX2 and AVX-512 (csrc/cpu/simd_target.h),
+    # as in the baseline build, which has no FMA: the same bits whichever variant the CPU runs (the multiply-adds
+    # that are fused, std::fma, are fused in every variant).
     cxx = ["-O3", "-fno-trapping-math", "-ffp-contract=off"] + openmp
     extra_link = openmp + shared_libstdcxx_link_args()
     if os.environ.get("RNNFAST_SANITIZE"):

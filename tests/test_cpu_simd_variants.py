@@ -1,5 +1,5 @@
-"""The CPU gated kernels' baseline (SSE2) and AVX-512 variants of the pointwise passes give the same bits, so the
-gates do not depend on which CPU computed them. RNNFAST_CPU_SIMD=baseline forces the baseline variant; each run
+"""The CPU gated kernels' baseline (SSE2), AVX2 and AVX-512 variants of the pointwise passes give the same bits, so
+the gates do not depend on which CPU computed them. RNNFAST_CPU_SIMD=baseline or avx2 forces that variant; each run
 is its own process because the choice is made once per process. The per-step products run in BLAS here
 (RNNFAST_CPU_STEP=blas): the register-tiled products fuse multiply-adds where the CPU has FMA, so their last bits
 depend on the CPU, as a BLAS's do (tests/test_cpu_step_paths.py checks them against torch.nn)."""
@@ -38,11 +38,14 @@ def run(path, simd):
     return torch.load(path)
 
 
-def test_baseline_and_default_variants_give_identical_results(tmp_path):
+@pytest.mark.parametrize("variant", ["avx2", None], ids=["avx2", "default"])
+def test_baseline_and_wider_variants_give_identical_results(tmp_path, variant):
+    # None: the variant the CPU picks, AVX-512 where it has it.
     baseline = run(tmp_path / "baseline.pt", "baseline")
-    default = run(tmp_path / "default.pt", None)
-    assert len(baseline) == len(default) > 0
-    for b, d in zip(baseline, default, strict=True):
-        assert torch.equal(b, d)
-    if not torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
-        pytest.skip("this CPU has no AVX-512: both runs took the baseline variant")
+    wider = run(tmp_path / "wider.pt", variant)
+    assert len(baseline) == len(wider) > 0
+    for b, w in zip(baseline, wider, strict=True):
+        assert torch.equal(b, w)
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability == "DEFAULT" or (variant is None and not capability.startswith("AVX512")):
+        pytest.skip(f"this CPU ({capability}) ran the baseline variant in both runs")

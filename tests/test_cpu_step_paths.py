@@ -92,11 +92,13 @@ for H in (7, 65, 130):
 """
 
 
-def test_fused_step_baseline_variant_matches_torch_nn():
-    # The instruction-set variant is chosen once per process, so the baseline (SSE2, no FMA) one runs in its own.
+@pytest.mark.parametrize("variant", ["baseline", "avx2"])
+def test_fused_step_narrower_variants_match_torch_nn(variant):
+    # The instruction-set variant is chosen once per process, so the baseline (SSE2, no FMA) one and the AVX2 one
+    # (on a CPU with AVX-512) run in their own.
     tests_dir = os.path.dirname(os.path.abspath(__file__))
     root = os.path.dirname(os.path.dirname(os.path.abspath(rnnfast.__file__)))
-    env = dict(os.environ, RNNFAST_CPU_SIMD="baseline", RNNFAST_CPU_STEP="fused",
+    env = dict(os.environ, RNNFAST_CPU_SIMD=variant, RNNFAST_CPU_STEP="fused",
                PYTHONPATH=os.pathsep.join([root, tests_dir, os.environ.get("PYTHONPATH", "")]))  # fmt: skip
     subprocess.run([sys.executable, "-c", BASELINE_RUN], env=env, check=True, timeout=300)
 

@@ -26,19 +26,20 @@ namespace rnnfast {
 namespace cpu {
 
 #if RNNFAST_HAVE_AVX512_VARIANT
-// Whether to run the AVX-512 variants: the CPU has them, and RNNFAST_CPU_SIMD (read once) is not "baseline",
-// which the tests set to run the baseline variants on any CPU.
+// Whether to run the AVX-512 variants: the CPU has them, and RNNFAST_CPU_SIMD (read once) is neither "baseline"
+// nor "avx2", which the tests set to run the narrower variants on a CPU with AVX-512.
 inline bool cpu_has_avx512() {
   static const bool use = [] {
     const char* env = std::getenv("RNNFAST_CPU_SIMD");
-    if (env != nullptr && std::strcmp(env, "baseline") == 0) return false;
+    if (env != nullptr && (std::strcmp(env, "baseline") == 0 || std::strcmp(env, "avx2") == 0)) return false;
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
            __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
   }();
   return use;
 }
 
-// Whether to run AVX2+FMA variants, where a kernel has them, on a CPU without AVX-512 (the same override).
+// Whether to run AVX2+FMA variants, where a kernel has them, on a CPU without AVX-512 (or told "avx2"), unless
+// RNNFAST_CPU_SIMD is "baseline".
 inline bool cpu_has_avx2() {
   static const bool use = [] {
     const char* env = std::getenv("RNNFAST_CPU_SIMD");
