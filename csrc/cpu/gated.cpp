@@ -104,33 +104,22 @@ RNNFAST_ALWAYS_INLINE void backward_cells_body(const BackwardCells<scalar_t>& p)
 // Each pointwise pass compiled three times: for the baseline x86-64 target (SSE2, what the extension is built
 // for), for AVX2 with FMA and for AVX-512, picked at run time from the CPU. The gates' tanh and sigmoid are most
 // of a small layer's loop time, and AVX-512 runs 16 float32 units a step where SSE2 runs 4. All three give the
-// same bits: the build does not contract a * b + c, and the multiply-adds tanh_float fuses it fuses explicitly.
-template <typename Cell, typename scalar_t>
-void forward_cells_baseline(const ForwardCells<scalar_t>& p) {
-  forward_cells_body<Cell>(p);
-}
-template <typename Cell, typename scalar_t>
-void backward_cells_baseline(const BackwardCells<scalar_t>& p) {
-  backward_cells_body<Cell>(p);
-}
+// same bits: the build leaves a * b + c unfused, and tanh_float's fused multiply-adds are written std::fma.
+#define RNNFAST_CELLS_VARIANT(SUFFIX, TARGET_ATTRIBUTE)                             \
+  template <typename Cell, typename scalar_t>                                       \
+  TARGET_ATTRIBUTE void forward_cells_##SUFFIX(const ForwardCells<scalar_t>& p) {   \
+    forward_cells_body<Cell>(p);                                                    \
+  }                                                                                 \
+  template <typename Cell, typename scalar_t>                                       \
+  TARGET_ATTRIBUTE void backward_cells_##SUFFIX(const BackwardCells<scalar_t>& p) { \
+    backward_cells_body<Cell>(p);                                                   \
+  }
+RNNFAST_CELLS_VARIANT(baseline, )
 #if RNNFAST_HAVE_AVX512_VARIANT
-template <typename Cell, typename scalar_t>
-RNNFAST_TARGET_AVX512 void forward_cells_avx512(const ForwardCells<scalar_t>& p) {
-  forward_cells_body<Cell>(p);
-}
-template <typename Cell, typename scalar_t>
-RNNFAST_TARGET_AVX512 void backward_cells_avx512(const BackwardCells<scalar_t>& p) {
-  backward_cells_body<Cell>(p);
-}
-template <typename Cell, typename scalar_t>
-RNNFAST_TARGET_AVX2 void forward_cells_avx2(const ForwardCells<scalar_t>& p) {
-  forward_cells_body<Cell>(p);
-}
-template <typename Cell, typename scalar_t>
-RNNFAST_TARGET_AVX2 void backward_cells_avx2(const BackwardCells<scalar_t>& p) {
-  backward_cells_body<Cell>(p);
-}
+RNNFAST_CELLS_VARIANT(avx2, RNNFAST_TARGET_AVX2)
+RNNFAST_CELLS_VARIANT(avx512, RNNFAST_TARGET_AVX512)
 #endif
+#undef RNNFAST_CELLS_VARIANT
 
 template <typename Cell, typename scalar_t>
 auto pick_forward_cells() {
