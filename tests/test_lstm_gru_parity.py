@@ -70,8 +70,8 @@ def test_matches_torch_nn_at_edge_sizes(kind, T, B, I, H, bidirectional):
 def test_long_sequences_projected_in_blocks_of_steps_match_torch_nn(kind, bidirectional):
     # The CPU loop computes the input projection a block of steps at a time, about 1 MiB of gates and at least 512
     # rows (csrc/cpu/gated.cpp): at B = 16, H = 64 in float64 a block is 32 LSTM or 42 GRU steps, so T = 70
-    # crosses block boundaries in both directions and ends on a partial block. Training keeps the workspace; inference
-    # (no_grad) overwrites one step's scratch instead.
+    # crosses block boundaries in both directions and ends on a partial block. Training keeps the workspace;
+    # inference (no_grad) overwrites one step's scratch instead.
     T, B, I, H = 70, 16, 5, 64
     reference, fast = twins(kind, input_size=I, hidden_size=H, bidirectional=bidirectional)
     x = torch.randn(T, B, I, dtype=torch.float64)

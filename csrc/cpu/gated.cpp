@@ -206,9 +206,9 @@ void step_gemm(const StepWeights<scalar_t>& M, int64_t rows, const scalar_t* A, 
 constexpr int64_t kProjectionBlockBytes = int64_t(1) << 20;
 // But never fewer steps than give the block's product this many rows (steps * B): each product call packs all of
 // W_ih afresh, which the rows must amortise. Measured on an Intel Xeon (MKL), float32 inference: blocks of 64 rows
-// (a megabyte at hidden 1024) were 1.03x-1.17x slower than blocks of 512 rows on 1 and 2 threads, and blocks of
-// 128 rows at hidden 512 1.04x-1.08x slower on 2 threads (no change past the noise on 1); at hidden <= 128 a
-// megabyte holds 512 rows or more.
+// (a megabyte at hidden 1024) took 1.07x-1.27x as long as blocks of 512 rows on one thread and 1.05x-1.09x on
+// two, blocks of 128 rows at hidden 512 0.98x-1.09x (BENCHMARKS.md); at hidden <= 128 a megabyte holds 512 rows
+// or more.
 constexpr int64_t kProjectionMinRows = 512;
 
 int64_t projection_block_steps(const GatedSizes& s, int64_t element_size) {
