@@ -73,6 +73,17 @@ def test_gated_step_product_matches_torch_nn_on_packed_input(step_kernel, name):
     assert_twins_agree(reference, fast, packed)
 
 
+def test_unknown_instruction_set_override_is_a_clear_error():
+    # RNNFAST_CPU_SIMD is read once per process, so the bad value goes to a process of its own.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(rnnfast.__file__)))
+    env = dict(os.environ, RNNFAST_CPU_SIMD="sse2",
+               PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))  # fmt: skip
+    run = "import torch, rnnfast\nrnnfast.LSTM(3, 4)(torch.randn(5, 2, 3))"
+    result = subprocess.run([sys.executable, "-c", run], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "RNNFAST_CPU_SIMD must be baseline or avx2 (or unset), got 'sse2'" in result.stderr
+
+
 def test_unknown_step_kernel_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("RNNFAST_CPU_STEP", "fastest")
     with pytest.raises(RuntimeError, match="RNNFAST_CPU_STEP must be auto, fused or blas, got 'fastest'"):

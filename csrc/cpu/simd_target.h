@@ -1,9 +1,11 @@
-// Compiling a CPU loop a second time for AVX-512 and choosing at run time: the extension is built for the
+// Compiling a CPU loop again for AVX2 and AVX-512 and choosing at run time: the extension is built for the
 // baseline x86-64 target (SSE2) so that it loads on any x86-64 CPU, while most CPUs it runs on have wider vectors.
 #pragma once
 
+#include <c10/util/Exception.h>
+
 #include <cstdlib>
-#include <cstring>
+#include <string>
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #define RNNFAST_HAVE_AVX512_VARIANT 1
@@ -25,27 +27,33 @@
 namespace rnnfast {
 namespace cpu {
 
-#if RNNFAST_HAVE_AVX512_VARIANT
-// Whether to run the AVX-512 variants: the CPU has them, and RNNFAST_CPU_SIMD (read once) is neither "baseline"
-// nor "avx2", which the tests set to run the narrower variants on a CPU with AVX-512.
-inline bool cpu_has_avx512() {
-  static const bool use = [] {
+// RNNFAST_CPU_SIMD, which the tests set to run a narrower variant than the CPU's widest: "baseline" or "avx2",
+// or empty when unset (the widest). Read once per process; any other value is an error at every call.
+inline const std::string& simd_override() {
+  static const std::string value = [] {
     const char* env = std::getenv("RNNFAST_CPU_SIMD");
-    if (env != nullptr && (std::strcmp(env, "baseline") == 0 || std::strcmp(env, "avx2") == 0)) return false;
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
+    const std::string choice = env ? env : "";
+    TORCH_CHECK(choice.empty() || choice == "baseline" || choice == "avx2",
+                "rnnfast: RNNFAST_CPU_SIMD must be baseline or avx2 (or unset), got '", choice, "'");
+    return choice;
   }();
+  return value;
+}
+
+#if RNNFAST_HAVE_AVX512_VARIANT
+// Whether to run the AVX-512 variants: the CPU has them and RNNFAST_CPU_SIMD asks for no narrower one.
+inline bool cpu_has_avx512() {
+  static const bool use = simd_override().empty() && __builtin_cpu_supports("avx512f") &&
+                          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw") &&
+                          __builtin_cpu_supports("avx512dq");
   return use;
 }
 
 // Whether to run AVX2+FMA variants, where a kernel has them, on a CPU without AVX-512 (or told "avx2"), unless
 // RNNFAST_CPU_SIMD is "baseline".
 inline bool cpu_has_avx2() {
-  static const bool use = [] {
-    const char* env = std::getenv("RNNFAST_CPU_SIMD");
-    if (env != nullptr && std::strcmp(env, "baseline") == 0) return false;
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }();
+  static const bool use =
+      simd_override() != "baseline" && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   return use;
 }
 #endif
