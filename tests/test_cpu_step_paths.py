@@ -73,6 +73,28 @@ def test_gated_step_product_matches_torch_nn_on_packed_input(step_kernel, name):
     assert_twins_agree(reference, fast, packed)
 
 
+@pytest.mark.parametrize("step", ["fused", "blas"])
+def test_float32_tanh_is_within_5_ulp_of_float64_tanh_and_saturates_exactly(step, monkeypatch):
+    # The CPU's float32 tanh is a rational approximation (csrc/cell_math.h), in each step path's activation. One
+    # step of a one-unit layer with W_ih = 1 and nothing else gives tanh of its inputs, one per batch row: a dense
+    # grid over the range where tanh is not yet 1, small magnitudes, and values past saturation.
+    monkeypatch.setenv("RNNFAST_CPU_STEP", step)
+    layer = rnnfast.RNN(1, 1)
+    with torch.no_grad():
+        layer.weight_ih_l0.fill_(1.0)
+        layer.weight_hh_l0.zero_()
+        layer.bias_ih_l0.zero_()
+        layer.bias_hh_l0.zero_()
+        x = torch.cat([torch.linspace(-9, 9, 400_001), torch.logspace(-8, 0, 20_001), -torch.logspace(-8, 0, 20_001)])
+        h = layer(x.view(1, -1, 1))[0].view(-1)
+        exact = torch.tanh(x.double())
+        ulp = (exact.float().nextafter(torch.tensor(2.0)) - exact.float()).double()
+        assert ((h.double() - exact).abs() / ulp).max().item() <= 5
+        saturated = torch.tensor([7.9989, 8.0, 9.0, 1e6, float("inf")])
+        h_saturated = layer(torch.cat([saturated, -saturated]).view(1, -1, 1))[0].view(-1)
+        assert torch.equal(h_saturated, torch.cat([torch.ones(5), -torch.ones(5)]))
+
+
 def test_unknown_instruction_set_override_is_a_clear_error():
     # RNNFAST_CPU_SIMD is read once per process, so the bad value goes to a process of its own.
     root = os.path.dirname(os.path.dirname(os.path.abspath(rnnfast.__file__)))
