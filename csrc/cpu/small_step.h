@@ -20,8 +20,9 @@ constexpr int64_t kSmallStepMaxHidden = 256;
 // Whether a loop over time runs its per-step products in the register-tiled kernels here (true) or in the BLAS
 // that PyTorch links (false), for a layer of hidden size H. RNNFAST_CPU_STEP=fused or blas forces one, for tests
 // and benchmarks; auto (the default) decides from measurements. On Intel CPUs MKL's product wins past
-// intel_max_hidden (kSmallStepMaxHidden for the Elman step; the gated cells pass it only when the loop splits its
-// batch rows over threads, else 0: see gated.cpp's LoopWeights).
+// intel_max_hidden (for the Elman step kSmallStepMaxHidden, or 512 when the loop splits its batch rows over
+// threads: elman.cpp's elman_loops; the gated cells pass kSmallStepMaxHidden only when the rows split, else 0:
+// gated.cpp's LoopWeights).
 // On other CPUs MKL runs a generic code path, and these kernels measured faster at every size, batch 1 to 64,
 // hidden 64 to 1024 (an AMD EPYC with AVX-512: BENCHMARKS.md).
 bool use_fused_step(int64_t H, int64_t intel_max_hidden);
