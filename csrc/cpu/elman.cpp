@@ -5,7 +5,6 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <utility>
 #include <vector>
 
 #include "../cell_math.h"
@@ -93,20 +92,6 @@ constexpr int64_t kSmallTransposeMax = 512;
 // MKL's threaded product at hidden 384-512 (training 1.00x-1.07x) and 0.53x-0.95x at 768-1024 (Intel Xeon).
 constexpr int64_t kSplitStepMaxHidden = 512;
 
-// Which step a call's loops run (the tiles when true, else BLAS) and the row groups they run on: all rows in one
-// group for the BLAS step, which splits each product over its own threads.
-struct ElmanLoops {
-  bool fused;
-  std::vector<RowRange> groups;
-};
-
-ElmanLoops elman_loops(const ElmanSizes& s, const int64_t* batch_sizes) {
-  std::vector<RowRange> groups = row_groups(s.D, s.B, s.T, batch_sizes, s.H * s.H, true);
-  const bool fused = use_fused_step(s.H, groups.size() > 1 ? kSplitStepMaxHidden : kSmallStepMaxHidden);
-  if (!fused) groups = {{0, s.B}};
-  return {fused, std::move(groups)};
-}
-
 void forward_recurrence_cpu(at::Tensor& output, const at::Tensor& hx, const at::Tensor& weight_hh, at::Tensor& h_n,
                             const ElmanSizes& s, const int64_t* batch_sizes, bool relu) {
   AT_DISPATCH_FLOATING_TYPES(output.scalar_type(), "elman_forward_cpu", [&] {
@@ -129,10 +114,11 @@ void forward_recurrence_cpu(at::Tensor& output, const at::Tensor& hx, const at::
         w_t = transposed_weights(weight_hh);
         wt = w_t.const_data_ptr<scalar_t>();
       }
-      const ElmanLoops loops = elman_loops(s, batch_sizes);
-      for_each_loop(s.D, loops.groups, [&](int64_t d, RowRange group) {
+      auto groups = row_groups(s.D, s.B, s.T, batch_sizes, s.H * s.H, true);
+      const bool fused = use_fused_step_for_groups(s.H, kSplitStepMaxHidden, kSmallStepMaxHidden, groups);
+      for_each_loop(s.D, groups, [&](int64_t d, RowRange group) {
         forward_direction<scalar_t, act>(out, h0 + d * s.B * s.H, wt + d * s.H * s.H, hn + d * s.B * s.H, s, d,
-                                         batch_sizes, loops.fused, group);
+                                         batch_sizes, fused, group);
       });
     });
   });
@@ -147,10 +133,11 @@ void backward_recurrence_cpu(at::Tensor& grad_z, at::Tensor& grad_h, const at::T
       scalar_t* gh = grad_h.data_ptr<scalar_t>();
       const scalar_t* out = output.const_data_ptr<scalar_t>();
       const scalar_t* w = weight_hh.const_data_ptr<scalar_t>();
-      const ElmanLoops loops = elman_loops(s, batch_sizes);
-      for_each_loop(s.D, loops.groups, [&](int64_t d, RowRange group) {
-        backward_direction<scalar_t, act>(gz, gh + d * s.B * s.H, out, w + d * s.H * s.H, s, d, batch_sizes,
-                                          loops.fused, group);
+      auto groups = row_groups(s.D, s.B, s.T, batch_sizes, s.H * s.H, true);
+      const bool fused = use_fused_step_for_groups(s.H, kSplitStepMaxHidden, kSmallStepMaxHidden, groups);
+      for_each_loop(s.D, groups, [&](int64_t d, RowRange group) {
+        backward_direction<scalar_t, act>(gz, gh + d * s.B * s.H, out, w + d * s.H * s.H, s, d, batch_sizes, fused,
+                                          group);
       });
     });
   });

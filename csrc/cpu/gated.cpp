@@ -181,8 +181,7 @@ struct LoopWeights {
   std::vector<StepWeights<scalar_t>> hh, hr;  // per direction; hr empty without a projection
 
   LoopWeights(const at::Tensor& w_hh, const at::Tensor& w_hr, int64_t H, std::vector<RowRange>& groups) {
-    const bool tiles = use_fused_step(H, groups.size() > 1 ? kSmallStepMaxHidden : 0);
-    if (!tiles) groups = {{groups.front().begin, groups.back().end}};
+    const bool tiles = use_fused_step_for_groups(H, kSmallStepMaxHidden, 0, groups);
     hh = step_weights<scalar_t>(w_hh, tiles, packed_hh);
     if (w_hr.defined()) hr = step_weights<scalar_t>(w_hr, tiles, packed_hr);
   }

@@ -8,8 +8,10 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "../cell_math.h"
+#include "parallel_loops.h"
 
 namespace rnnfast {
 namespace cpu {
@@ -21,11 +23,20 @@ constexpr int64_t kSmallStepMaxHidden = 256;
 // that PyTorch links (false), for a layer of hidden size H. RNNFAST_CPU_STEP=fused or blas forces one, for tests
 // and benchmarks; auto (the default) decides from measurements. On Intel CPUs MKL's product wins past
 // intel_max_hidden (for the Elman step kSmallStepMaxHidden, or 512 when the loop splits its batch rows over
-// threads: elman.cpp's elman_loops; the gated cells pass kSmallStepMaxHidden only when the rows split, else 0:
-// gated.cpp's LoopWeights).
+// threads; the gated cells pass kSmallStepMaxHidden only when the rows split, else 0: use_fused_step_for_groups).
 // On other CPUs MKL runs a generic code path, and these kernels measured faster at every size, batch 1 to 64,
 // hidden 64 to 1024 (an AMD EPYC with AVX-512: BENCHMARKS.md).
 bool use_fused_step(int64_t H, int64_t intel_max_hidden);
+
+// use_fused_step for a loop whose rows row_groups (splittable) put into `groups`: with intel_max_hidden split_max
+// when the rows split over threads, else whole_max. A BLAS step runs all the rows in one loop, splitting each
+// product over its own threads, so then `groups` collapses to one.
+inline bool use_fused_step_for_groups(int64_t H, int64_t split_max, int64_t whole_max,
+                                      std::vector<RowRange>& groups) {
+  const bool fused = use_fused_step(H, groups.size() > 1 ? split_max : whole_max);
+  if (!fused) groups = {{groups.front().begin, groups.back().end}};
+  return fused;
+}
 
 // z[b] = act(z[b] + h_prev[b] @ w_hh_t) for rows b < rows. z: rows of H at stride ld_z, holding x_t W_ih^T + b
 // on entry; h_prev: rows of H at stride ld_h; w_hh_t: W_hh transposed, (H, H) row-major (k-major), so each
