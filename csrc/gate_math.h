@@ -29,6 +29,10 @@ struct CellSpec {
   // h_t depends on h_{t-1} other than through W_hh (GRU: z * h_{t-1}); the cell's backward then writes that
   // part of dL/dh_{t-1} and the recurrent product is added onto it.
   bool direct_hidden_path;
+  // The forward reads gates_x and gates_h only as their sum, gates_x[k] + gates_h[k] (LSTM). A backend may then
+  // add the recurrent product onto gates_x in place and pass the bias the layer sums up front as gates_h, one
+  // row for every batch row, rather than write it into every row of gates_x (the CPU loop does).
+  bool sums_gates;
 };
 
 template <typename scalar_t>
@@ -48,7 +52,7 @@ struct LstmCell {
   enum Gate : int64_t { kInput, kForget, kCandidate, kOutput };
   // Saved per unit: the four gates after their nonlinearity, c_{t-1}, and tanh(c_t).
   enum Saved : int64_t { kSavedI, kSavedF, kSavedG, kSavedO, kSavedCellPrev, kSavedTanhCell, kSavedCount };
-  static constexpr CellSpec spec{"LSTM", 4, kSavedCount, true, false, false, false};
+  static constexpr CellSpec spec{"LSTM", 4, kSavedCount, true, false, false, false, true};
 
   // Returns m_t for unit j and updates c[j] from c_{t-1} to c_t. h_prev and bias_h are unused.
   template <typename scalar_t>
@@ -96,7 +100,7 @@ struct GruCell {
   enum Gate : int64_t { kReset, kUpdate, kNew };
   // Saved per unit: r, z, n and the recurrent term of n, h W_hn^T + b_hn (which the output cannot give back).
   enum Saved : int64_t { kSavedR, kSavedZ, kSavedN, kSavedHiddenN, kSavedCount };
-  static constexpr CellSpec spec{"GRU", 3, kSavedCount, false, true, true, true};
+  static constexpr CellSpec spec{"GRU", 3, kSavedCount, false, true, true, true, false};
 
   // Returns h_t for unit j. c is unused; bias_h is never null for this cell.
   template <typename scalar_t>
