@@ -39,10 +39,7 @@ std::tuple<at::Tensor, at::Tensor> elman_layer_forward_with(ForwardRecurrence re
                                                             const c10::optional<at::Tensor>& batch_sizes, bool relu,
                                                             InputProjection project = nullptr);
 
-// A backend's buffer for the backward's dL/dz (T, B, D*H), a temporary that never leaves the op: sizes and
-// options as at::empty takes them, contents uninitialised.
-using TemporaryBuffer = at::Tensor (*)(c10::IntArrayRef sizes, const at::TensorOptions& options);
-
+// temporary: the backend's buffer for dL/dz (T, B, D*H) (layer_states.h).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> elman_layer_backward_with(
     BackwardRecurrence recurrence, const at::Tensor& grad_output, const at::Tensor& grad_h_n,
     const at::Tensor& input, const at::Tensor& hx, const at::Tensor& weight_ih, const at::Tensor& weight_hh,

@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>
 
+#include <vector>
+
 namespace rnnfast {
 namespace {
 
@@ -65,7 +67,7 @@ BackwardResult gated_backward(const CellSpec& cell, GatedBackwardRecurrence recu
                               const at::Tensor& hx, const c10::optional<at::Tensor>& cx, const at::Tensor& weight_ih,
                               const at::Tensor& weight_hh, const c10::optional<at::Tensor>& weight_hr,
                               const at::Tensor& output, const at::Tensor& workspace,
-                              const c10::optional<at::Tensor>& batch_sizes) {
+                              const c10::optional<at::Tensor>& batch_sizes, TemporaryBuffer temporary) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   const GatedSizes s = check_gated_forward_args(cell, input, hx, cx, weight_ih, weight_hh, c10::nullopt,
                                                 c10::nullopt, weight_hr, batch_sizes);
@@ -76,8 +78,13 @@ BackwardResult gated_backward(const CellSpec& cell, GatedBackwardRecurrence recu
 
   GatedBackwardBuffers buffers;
   buffers.grad_h_seq = grad_output.clone(at::MemoryFormat::Contiguous);
-  buffers.grad_gates_x = at::empty({s.T, s.B, s.D * GH}, input.options());
-  if (cell.separate_recurrent_gradient) buffers.grad_gates_h = at::empty({s.T, s.B, s.D * GH}, input.options());
+  // (K, T, B, D*G*H): dL/dgates, and for a cell that keeps it apart (K = 2) the recurrent product's, as one
+  // temporary (a backend's may be one buffer per thread)
+  const std::vector<int64_t> gates_sizes{cell.separate_recurrent_gradient ? 2 : 1, s.T, s.B, s.D * GH};
+  const at::Tensor grad_gates =
+      temporary ? temporary(gates_sizes, input.options()) : at::empty(gates_sizes, input.options());
+  buffers.grad_gates_x = grad_gates[0];
+  if (cell.separate_recurrent_gradient) buffers.grad_gates_h = grad_gates[1];
   buffers.grad_h = grad_h_n.clone(at::MemoryFormat::Contiguous);
   if (grad_c_n.has_value()) buffers.grad_c = grad_c_n->clone(at::MemoryFormat::Contiguous);
   buffers.prev_h = previous_states(output.contiguous(), hx.contiguous(), s.D, s.P, bs);
@@ -127,9 +134,9 @@ lstm_layer_backward_with(GatedBackwardRecurrence recurrence, const at::Tensor& g
                          const at::Tensor& hx, const at::Tensor& cx, const at::Tensor& weight_ih,
                          const at::Tensor& weight_hh, const c10::optional<at::Tensor>& weight_hr,
                          const at::Tensor& output, const at::Tensor& workspace,
-                         const c10::optional<at::Tensor>& batch_sizes) {
+                         const c10::optional<at::Tensor>& batch_sizes, TemporaryBuffer temporary) {
   BackwardResult r = gated_backward(LstmCell::spec, recurrence, grad_output, grad_h_n, grad_c_n, input, hx, cx,
-                                    weight_ih, weight_hh, weight_hr, output, workspace, batch_sizes);
+                                    weight_ih, weight_hh, weight_hr, output, workspace, batch_sizes, temporary);
   // Without a projection there is no weight_hr, and its gradient is an empty tensor.
   at::Tensor grad_weight_hr = at::empty({0}, input.options());
   if (weight_hr.has_value()) {
@@ -162,9 +169,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_forward_with(
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_layer_backward_with(
     GatedBackwardRecurrence recurrence, const at::Tensor& grad_output, const at::Tensor& grad_h_n,
     const at::Tensor& input, const at::Tensor& hx, const at::Tensor& weight_ih, const at::Tensor& weight_hh,
-    const at::Tensor& output, const at::Tensor& workspace, const c10::optional<at::Tensor>& batch_sizes) {
+    const at::Tensor& output, const at::Tensor& workspace, const c10::optional<at::Tensor>& batch_sizes,
+    TemporaryBuffer temporary) {
   BackwardResult r = gated_backward(GruCell::spec, recurrence, grad_output, grad_h_n, c10::nullopt, input, hx,
-                                    c10::nullopt, weight_ih, weight_hh, c10::nullopt, output, workspace, batch_sizes);
+                                    c10::nullopt, weight_ih, weight_hh, c10::nullopt, output, workspace, batch_sizes,
+                                    temporary);
   return {r.grad_input, r.grad_hx, r.grad_weight_ih, r.grad_weight_hh, r.grad_bias_x, r.grad_bias_h};
 }
 

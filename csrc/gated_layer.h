@@ -75,7 +75,7 @@ lstm_layer_backward_with(GatedBackwardRecurrence recurrence, const at::Tensor& g
                          const at::Tensor& hx, const at::Tensor& cx, const at::Tensor& weight_ih,
                          const at::Tensor& weight_hh, const c10::optional<at::Tensor>& weight_hr,
                          const at::Tensor& output, const at::Tensor& workspace,
-                         const c10::optional<at::Tensor>& batch_sizes);
+                         const c10::optional<at::Tensor>& batch_sizes, TemporaryBuffer temporary = nullptr);
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_forward_with(
     GatedForwardRecurrence recurrence, const at::Tensor& input, const at::Tensor& hx, const at::Tensor& weight_ih,
@@ -85,9 +85,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_forward_with(
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_layer_backward_with(
     GatedBackwardRecurrence recurrence, const at::Tensor& grad_output, const at::Tensor& grad_h_n,
     const at::Tensor& input, const at::Tensor& hx, const at::Tensor& weight_ih, const at::Tensor& weight_hh,
-    const at::Tensor& output, const at::Tensor& workspace, const c10::optional<at::Tensor>& batch_sizes);
+    const at::Tensor& output, const at::Tensor& workspace, const c10::optional<at::Tensor>& batch_sizes,
+    TemporaryBuffer temporary = nullptr);
 
-// A backend's op implementations are these, instantiated with its recurrences, e.g.
+// A backend's op implementations are these, instantiated with its recurrences (and for the backward, optionally
+// its TemporaryBuffer for dL/dgates), e.g.
 //   m.impl("lstm_layer_forward", &lstm_layer_forward_op<my_forward<LstmCell>>);
 template <GatedForwardRecurrence R>
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_forward_op(
@@ -97,14 +99,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_forward_op
   return lstm_layer_forward_with(R, input, hx, cx, weight_ih, weight_hh, bias, weight_hr, batch_sizes, save_workspace);
 }
 
-template <GatedBackwardRecurrence R>
+template <GatedBackwardRecurrence R, TemporaryBuffer Temporary = nullptr>
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_backward_op(
     const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& grad_c_n, const at::Tensor& input,
     const at::Tensor& hx, const at::Tensor& cx, const at::Tensor& weight_ih, const at::Tensor& weight_hh,
     const c10::optional<at::Tensor>& weight_hr, const at::Tensor& output, const at::Tensor& workspace,
     const c10::optional<at::Tensor>& batch_sizes) {
   return lstm_layer_backward_with(R, grad_output, grad_h_n, grad_c_n, input, hx, cx, weight_ih, weight_hh, weight_hr,
-                                  output, workspace, batch_sizes);
+                                  output, workspace, batch_sizes, Temporary);
 }
 
 template <GatedForwardRecurrence R>
@@ -115,13 +117,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_forward_op(
   return gru_layer_forward_with(R, input, hx, weight_ih, weight_hh, bias_ih, bias_hh, batch_sizes, save_workspace);
 }
 
-template <GatedBackwardRecurrence R>
+template <GatedBackwardRecurrence R, TemporaryBuffer Temporary = nullptr>
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_layer_backward_op(
     const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& input, const at::Tensor& hx,
     const at::Tensor& weight_ih, const at::Tensor& weight_hh, const at::Tensor& output, const at::Tensor& workspace,
     const c10::optional<at::Tensor>& batch_sizes) {
   return gru_layer_backward_with(R, grad_output, grad_h_n, input, hx, weight_ih, weight_hh, output, workspace,
-                                 batch_sizes);
+                                 batch_sizes, Temporary);
 }
 
 }  // namespace rnnfast

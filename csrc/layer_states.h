@@ -15,6 +15,11 @@ inline int64_t rows_at(const int64_t* batch_sizes, int64_t t, int64_t B) { retur
 // The i-th step direction d visits in the forward pass: 0..T-1, or T-1..0 for the reverse direction.
 inline int64_t step_at(int64_t d, int64_t i, int64_t T) { return d == 0 ? i : T - 1 - i; }
 
+// A backend's buffer for a backward's internal temporary (the Elman layer's dL/dz, the gated layers' dL/dgates):
+// sizes and options as at::empty takes them, contents uninitialised. It never leaves the op, so a backend may
+// hand out the same memory on every call; nullptr where a backend has none (at::empty).
+using TemporaryBuffer = at::Tensor (*)(c10::IntArrayRef sizes, const at::TensorOptions& options);
+
 // batch_sizes' values as a host array (kept alive by holder), or nullptr when every row runs all T steps.
 const int64_t* host_batch_sizes(const c10::optional<at::Tensor>& batch_sizes, at::Tensor& holder);
 

@@ -16,6 +16,7 @@
 #include "../widened.h"
 #include "blas.h"
 #include "parallel_loops.h"
+#include "reused_buffer.h"
 #include "simd_target.h"
 #include "small_step.h"
 #include "transpose.h"
@@ -427,7 +428,10 @@ TORCH_LIBRARY_IMPL(rnnfast, CPU, m) {
   using namespace rnnfast;
   // 16-bit layers run on float32 copies (widened.h).
   m.impl("lstm_layer_forward", &Widened<&lstm_layer_forward_op<cpu::forward_recurrence_cpu<LstmCell>>>::call);
-  m.impl("lstm_layer_backward", &Widened<&lstm_layer_backward_op<cpu::backward_recurrence_cpu<LstmCell>>>::call);
+  // dL/dgates in a buffer kept per thread between calls (reused_buffer.h).
+  m.impl("lstm_layer_backward",
+         &Widened<&lstm_layer_backward_op<cpu::backward_recurrence_cpu<LstmCell>, cpu::reused_buffer>>::call);
   m.impl("gru_layer_forward", &Widened<&gru_layer_forward_op<cpu::forward_recurrence_cpu<GruCell>>>::call);
-  m.impl("gru_layer_backward", &Widened<&gru_layer_backward_op<cpu::backward_recurrence_cpu<GruCell>>>::call);
+  m.impl("gru_layer_backward",
+         &Widened<&gru_layer_backward_op<cpu::backward_recurrence_cpu<GruCell>, cpu::reused_buffer>>::call);
 }
