@@ -175,6 +175,25 @@ def test_empty_batch_gives_empty_output_like_torch_nn(kind):
 
 
 
+def test_backward_is_exact_when_the_kept_buffer_is_reused_across_cells_sizes_and_dtypes():
+    # The CPU backwards take dL/dgates (the GRU's two buffers as one) from the per-thread buffer that the Elman
+    # backward also keeps between calls (csrc/cpu/reused_buffer.h): a large call, then smaller ones of other cells,
+    # dtypes, directions and layer counts (several backward calls per step), packed ones whose finished rows must
+    # be zeroed over what the buffer held, then the large one again, each against torch.nn.
+    cases = [("GRU", torch.float64, 40, 8, 16, 1, False), ("LSTM", torch.float32, 5, 3, 7, 2, True),
+             ("RNN", torch.float64, 6, 2, 5, 2, False), ("LSTM-proj", torch.float64, 9, 4, 33, 1, True),
+             ("GRU", torch.float32, 7, 5, 3, 3, True), ("LSTM", torch.float64, None, 6, 16, 2, True),
+             ("GRU", torch.float64, None, 6, 16, 1, True), ("GRU", torch.float64, 40, 8, 16, 1, False)]  # fmt: skip
+    for kind, dtype, T, B, H, layers, bidirectional in cases:
+        options = dict(input_size=3, hidden_size=H, num_layers=layers, bidirectional=bidirectional)
+        reference, fast = twin_modules("RNN", dtype, **options) if kind == "RNN" else twins(kind, dtype, **options)
+        if T is None:  # packed, lengths 1-9
+            x = pack_sequence([torch.randn(n, 3, dtype=dtype) for n in [3, 9, 1, 5, 9, 2][:B]], enforce_sorted=False)
+        else:
+            x = torch.randn(T, B, 3, dtype=dtype)
+        assert_twins_agree(reference, fast, x)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("used", ["output", "h_n", "c_n"])
 def test_gradients_when_the_loss_uses_only_some_outputs_match_torch_nn(kind, used):
