@@ -10,7 +10,7 @@ std::tuple<at::Tensor, at::Tensor> elman_layer_forward_with(ForwardRecurrence re
                                                             const at::Tensor& weight_hh,
                                                             const c10::optional<at::Tensor>& bias,
                                                             const c10::optional<at::Tensor>& batch_sizes, bool relu,
-                                                            InputProjection project) {
+                                                            InputProjection project, bool recurrence_adds_bias) {
   // The products below are in the op's own dtype even when called inside an autocast region (csrc/autocast.cpp
   // has already cast the arguments, or the caller chose the dtype); autocast would otherwise narrow them.
   c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
@@ -21,19 +21,22 @@ std::tuple<at::Tensor, at::Tensor> elman_layer_forward_with(ForwardRecurrence re
   const at::Tensor x = input.contiguous();                      // (T, B, I)
   const at::Tensor w_ih = weight_ih.contiguous();               // (D, H, I)
   const c10::optional<at::Tensor> b = bias.has_value() ? c10::optional<at::Tensor>(bias->contiguous()) : bias;
+  // (D*H): the bias the recurrence adds, or undefined where the projection adds it
+  const at::Tensor recurrence_bias = recurrence_adds_bias && b.has_value() ? b->view({s.D * s.H}) : at::Tensor();
+  const c10::optional<at::Tensor> projection_bias = recurrence_bias.defined() ? c10::nullopt : b;
   // The parallel part: every step's input projection, both directions at once. (T, B, D*H)
   at::Tensor output = at::empty({s.T, s.B, s.D * s.H}, input.options());
-  if (project == nullptr || !project(output, x, w_ih, b, s)) {
+  if (project == nullptr || !project(output, x, w_ih, projection_bias, s)) {
     at::Tensor output_rows = output.view({s.T * s.B, s.D * s.H});  // (T*B, D*H), the product's layout
     project_input(output_rows, x.view({s.T * s.B, s.I}), w_ih.view({s.D * s.H, s.I}),
-                  b.has_value() ? b->view({s.D * s.H}) : at::Tensor());
+                  projection_bias.has_value() ? projection_bias->view({s.D * s.H}) : at::Tensor());
   }
   at::Tensor h_n = at::empty({s.D, s.B, s.H}, input.options());  // (D, B, H)
   if (s.T == 0) {
     h_n.copy_(hx);
     return {output, h_n};
   }
-  recurrence(output, hx.contiguous(), weight_hh.contiguous(), h_n, s, bs, relu);
+  recurrence(output, hx.contiguous(), weight_hh.contiguous(), recurrence_bias, h_n, s, bs, relu);
   return {output, h_n};
 }
 

@@ -21,10 +21,12 @@ namespace cpu {
 namespace {
 
 template <typename scalar_t, Activation A>
-void forward_direction(scalar_t* out, const scalar_t* h0, const scalar_t* w_hh_t, scalar_t* h_n, const ElmanSizes& s,
-                       int64_t d, const int64_t* batch_sizes, bool fused, RowRange group) {
-  // out: (T, B, D*H), this direction's columns start at d*H; h0, h_n: (B, H); w_hh_t: W_hh transposed (H, H).
-  // Only the rows of `group` are read and written.
+void forward_direction(scalar_t* out, const scalar_t* h0, const scalar_t* w_hh_t, const scalar_t* bias,
+                       scalar_t* h_n, const ElmanSizes& s, int64_t d, const int64_t* batch_sizes, bool fused,
+                       RowRange group) {
+  // out: (T, B, D*H), this direction's columns start at d*H; h0, h_n: (B, H); w_hh_t: W_hh transposed (H, H);
+  // bias: (H), added to every step's pre-activation here, or nullptr where out holds it. Only the rows of
+  // `group` are read and written.
   const int64_t H = s.H, B = s.B, ld = s.D * s.H, n = group.size();
   auto z_at = [&](int64_t t) { return out + t * B * ld + d * H + group.begin * ld; };
   h0 += group.begin * H;
@@ -37,14 +39,14 @@ void forward_direction(scalar_t* out, const scalar_t* h0, const scalar_t* w_hh_t
     // shorter sequence joining a reverse pass) start from h0.
     const int64_t continuing = std::min(rows, prev_rows);
     if (fused) {
-      if (continuing > 0) forward_step_small<scalar_t, A>(z, ld, z_at(prev_t), ld, w_hh_t, H, continuing);
-      forward_step_small<scalar_t, A>(z + continuing * ld, ld, h0 + continuing * H, H, w_hh_t, H,
+      if (continuing > 0) forward_step_small<scalar_t, A>(z, ld, bias, z_at(prev_t), ld, w_hh_t, H, continuing);
+      forward_step_small<scalar_t, A>(z + continuing * ld, ld, bias, h0 + continuing * H, H, w_hh_t, H,
                                       rows - continuing);
     } else {
       if (continuing > 0) gemm_row_major<scalar_t>(false, continuing, H, H, z_at(prev_t), ld, w_hh_t, H, 1, z, ld);
       gemm_row_major<scalar_t>(false, rows - continuing, H, H, h0 + continuing * H, H, w_hh_t, H, 1,
                                z + continuing * ld, ld);
-      activate_rows<scalar_t, A>(z, ld, H, rows);
+      activate_rows<scalar_t, A>(z, ld, bias, H, rows);
     }
     for (int64_t b = rows; b < n; ++b) std::fill_n(z + b * ld, H, scalar_t(0));
     prev_t = t;
@@ -92,13 +94,15 @@ constexpr int64_t kSmallTransposeMax = 512;
 // MKL's threaded product at hidden 384-512 (training 1.00x-1.07x) and 0.53x-0.95x at 768-1024 (Intel Xeon).
 constexpr int64_t kSplitStepMaxHidden = 512;
 
-void forward_recurrence_cpu(at::Tensor& output, const at::Tensor& hx, const at::Tensor& weight_hh, at::Tensor& h_n,
-                            const ElmanSizes& s, const int64_t* batch_sizes, bool relu) {
+void forward_recurrence_cpu(at::Tensor& output, const at::Tensor& hx, const at::Tensor& weight_hh,
+                            const at::Tensor& bias, at::Tensor& h_n, const ElmanSizes& s,
+                            const int64_t* batch_sizes, bool relu) {
   AT_DISPATCH_FLOATING_TYPES(output.scalar_type(), "elman_forward_cpu", [&] {
     RNNFAST_DISPATCH_ACTIVATION(relu, act, [&] {
       scalar_t* out = output.data_ptr<scalar_t>();
       const scalar_t* h0 = hx.const_data_ptr<scalar_t>();
       scalar_t* hn = h_n.data_ptr<scalar_t>();
+      const scalar_t* b = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;  // (D*H) or none
       // Both step kernels read W_hh k-major, transposed once per call: the fused step needs it, and BLAS runs
       // h @ (W^T stored contiguous) up to twice as fast as h @ W^T from W's own layout at one step's row count
       // (measured on MKL: B=8, H=1024, 266 us against 546). Small ones go to the stack: at hidden 1 a new tensor
@@ -117,8 +121,8 @@ void forward_recurrence_cpu(at::Tensor& output, const at::Tensor& hx, const at::
       auto groups = row_groups(s.D, s.B, s.T, batch_sizes, s.H * s.H, true);
       const bool fused = use_fused_step_for_groups(s.H, kSplitStepMaxHidden, kSmallStepMaxHidden, groups);
       for_each_loop(s.D, groups, [&](int64_t d, RowRange group) {
-        forward_direction<scalar_t, act>(out, h0 + d * s.B * s.H, wt + d * s.H * s.H, hn + d * s.B * s.H, s, d,
-                                         batch_sizes, fused, group);
+        forward_direction<scalar_t, act>(out, h0 + d * s.B * s.H, wt + d * s.H * s.H, b ? b + d * s.H : nullptr,
+                                         hn + d * s.B * s.H, s, d, batch_sizes, fused, group);
       });
     });
   });
@@ -179,7 +183,7 @@ std::tuple<at::Tensor, at::Tensor> elman_layer_forward_cpu(const at::Tensor& inp
                                                            const c10::optional<at::Tensor>& bias,
                                                            const c10::optional<at::Tensor>& batch_sizes, bool relu) {
   return elman_layer_forward_with(forward_recurrence_cpu, input, hx, weight_ih, weight_hh, bias, batch_sizes, relu,
-                                  project_input_small);
+                                  project_input_small, /*recurrence_adds_bias=*/true);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> elman_layer_backward_cpu(

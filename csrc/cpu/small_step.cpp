@@ -91,15 +91,23 @@ __attribute__((always_inline)) inline void product_body(scalar_t* C, int64_t ldc
 // The Elman steps walk the output by column blocks and the row tiles within each, as product_body does, so that a
 // block of the weights is reused from cache by every row tile (measured no slower than row tiles outside).
 template <bool use_fma, typename scalar_t, Activation A>
-__attribute__((always_inline)) inline void forward_body(scalar_t* z, int64_t ld_z, const scalar_t* h_prev,
-                                                        int64_t ld_h, const scalar_t* w_t, int64_t H, int64_t rows) {
+__attribute__((always_inline)) inline void forward_body(scalar_t* z, int64_t ld_z, const scalar_t* bias,
+                                                        const scalar_t* h_prev, int64_t ld_h, const scalar_t* w_t,
+                                                        int64_t H, int64_t rows) {
   constexpr int64_t columns = kColumns<scalar_t>;
   for (int64_t j0 = 0; j0 < H; j0 += columns) {
     const int64_t width = std::min(columns, H - j0);
     for (int64_t b0 = 0; b0 < rows; b0 += kRows) {
       const int64_t tile_rows = std::min(kRows, rows - b0);
       scalar_t acc[kRows][columns];  // (kRows, columns): pre-activations of this tile
-      for (int64_t r = 0; r < tile_rows; ++r) std::copy_n(z + (b0 + r) * ld_z + j0, width, acc[r]);
+      for (int64_t r = 0; r < tile_rows; ++r) {
+        const scalar_t* zr = z + (b0 + r) * ld_z + j0;
+        if (bias) {
+          for (int64_t i = 0; i < width; ++i) acc[r][i] = zr[i] + bias[j0 + i];
+        } else {
+          std::copy_n(zr, width, acc[r]);
+        }
+      }
       product_tile<use_fma, true>(acc, tile_rows, width, h_prev + b0 * ld_h, ld_h, w_t + j0, H, H);
       for (int64_t r = 0; r < tile_rows; ++r) {
         scalar_t* zr = z + (b0 + r) * ld_z + j0;
@@ -110,10 +118,15 @@ __attribute__((always_inline)) inline void forward_body(scalar_t* z, int64_t ld_
 }
 
 template <typename scalar_t, Activation A>
-__attribute__((always_inline)) inline void activate_body(scalar_t* z, int64_t ld, int64_t H, int64_t rows) {
+__attribute__((always_inline)) inline void activate_body(scalar_t* z, int64_t ld, const scalar_t* bias, int64_t H,
+                                                         int64_t rows) {
   for (int64_t b = 0; b < rows; ++b) {
     scalar_t* zb = z + b * ld;
-    for (int64_t j = 0; j < H; ++j) zb[j] = ActivationFn<A>::forward(zb[j]);
+    if (bias) {
+      for (int64_t j = 0; j < H; ++j) zb[j] = ActivationFn<A>::forward(zb[j] + bias[j]);
+    } else {
+      for (int64_t j = 0; j < H; ++j) zb[j] = ActivationFn<A>::forward(zb[j]);
+    }
   }
 }
 
@@ -148,9 +161,9 @@ __attribute__((always_inline)) inline void backward_body(scalar_t* grad_z, const
 // One copy of each kernel per instruction set (simd_target.h): AVX-512 and AVX2 with FMA, and the baseline.
 #define RNNFAST_SMALL_STEP_KERNELS(SUFFIX, TARGET_ATTRIBUTE, USE_FMA)                                              \
   template <typename scalar_t, Activation A>                                                                      \
-  TARGET_ATTRIBUTE void forward_##SUFFIX(scalar_t* z, int64_t ld_z, const scalar_t* h_prev, int64_t ld_h,         \
-                                         const scalar_t* w_t, int64_t H, int64_t rows) {                          \
-    forward_body<USE_FMA, scalar_t, A>(z, ld_z, h_prev, ld_h, w_t, H, rows);                                      \
+  TARGET_ATTRIBUTE void forward_##SUFFIX(scalar_t* z, int64_t ld_z, const scalar_t* bias, const scalar_t* h_prev, \
+                                         int64_t ld_h, const scalar_t* w_t, int64_t H, int64_t rows) {            \
+    forward_body<USE_FMA, scalar_t, A>(z, ld_z, bias, h_prev, ld_h, w_t, H, rows);                                \
   }                                                                                                               \
   template <typename scalar_t, Activation A>                                                                      \
   TARGET_ATTRIBUTE void backward_##SUFFIX(scalar_t* grad_z, const scalar_t* h, int64_t ld, scalar_t* grad_h,      \
@@ -164,8 +177,8 @@ __attribute__((always_inline)) inline void backward_body(scalar_t* grad_z, const
     product_body<USE_FMA>(C, ldc, A, lda, packed, rows, K, N, accumulate);                                        \
   }                                                                                                               \
   template <typename scalar_t, Activation A>                                                                      \
-  TARGET_ATTRIBUTE void activate_##SUFFIX(scalar_t* z, int64_t ld, int64_t H, int64_t rows) {                     \
-    activate_body<scalar_t, A>(z, ld, H, rows);                                                                   \
+  TARGET_ATTRIBUTE void activate_##SUFFIX(scalar_t* z, int64_t ld, const scalar_t* bias, int64_t H, int64_t rows) { \
+    activate_body<scalar_t, A>(z, ld, bias, H, rows);                                                             \
   }                                                                                                               \
   template <typename scalar_t, Activation A>                                                                      \
   TARGET_ATTRIBUTE void activation_backward_##SUFFIX(scalar_t* grad_z, const scalar_t* h, int64_t ld,             \
@@ -203,9 +216,9 @@ bool use_fused_step(int64_t H, int64_t intel_max_hidden) {
 #endif
 
 template <typename scalar_t, Activation A>
-void forward_step_small(scalar_t* z, int64_t ld_z, const scalar_t* h_prev, int64_t ld_h, const scalar_t* w_hh_t,
-                        int64_t H, int64_t rows) {
-  RNNFAST_CALL_WIDEST(forward, z, ld_z, h_prev, ld_h, w_hh_t, H, rows);
+void forward_step_small(scalar_t* z, int64_t ld_z, const scalar_t* bias, const scalar_t* h_prev, int64_t ld_h,
+                        const scalar_t* w_hh_t, int64_t H, int64_t rows) {
+  RNNFAST_CALL_WIDEST(forward, z, ld_z, bias, h_prev, ld_h, w_hh_t, H, rows);
 }
 
 template <typename scalar_t, Activation A>
@@ -215,8 +228,8 @@ void backward_step_small(scalar_t* grad_z, const scalar_t* h, int64_t ld, scalar
 }
 
 template <typename scalar_t, Activation A>
-void activate_rows(scalar_t* z, int64_t ld, int64_t H, int64_t rows) {
-  RNNFAST_CALL_WIDEST(activate, z, ld, H, rows);
+void activate_rows(scalar_t* z, int64_t ld, const scalar_t* bias, int64_t H, int64_t rows) {
+  RNNFAST_CALL_WIDEST(activate, z, ld, bias, H, rows);
 }
 
 template <typename scalar_t, Activation A>
@@ -264,9 +277,9 @@ RNNFAST_INSTANTIATE_PRODUCT(double)
 #undef RNNFAST_INSTANTIATE_PRODUCT
 
 #define RNNFAST_INSTANTIATE(T, ACT)                                                                          \
-  template void forward_step_small<T, ACT>(T*, int64_t, const T*, int64_t, const T*, int64_t, int64_t);    \
+  template void forward_step_small<T, ACT>(T*, int64_t, const T*, const T*, int64_t, const T*, int64_t, int64_t); \
   template void backward_step_small<T, ACT>(T*, const T*, int64_t, T*, const T*, int64_t, int64_t);          \
-  template void activate_rows<T, ACT>(T*, int64_t, int64_t, int64_t);                                       \
+  template void activate_rows<T, ACT>(T*, int64_t, const T*, int64_t, int64_t);                             \
   template void activation_backward_rows<T, ACT>(T*, const T*, int64_t, const T*, int64_t, int64_t);
 RNNFAST_INSTANTIATE(float, Activation::Tanh)
 RNNFAST_INSTANTIATE(float, Activation::Relu)

@@ -38,12 +38,12 @@ inline bool use_fused_step_for_groups(int64_t H, int64_t split_max, int64_t whol
   return fused;
 }
 
-// z[b] = act(z[b] + h_prev[b] @ w_hh_t) for rows b < rows. z: rows of H at stride ld_z, holding x_t W_ih^T + b
-// on entry; h_prev: rows of H at stride ld_h; w_hh_t: W_hh transposed, (H, H) row-major (k-major), so each
-// input unit's weights to all outputs are contiguous.
+// z[b] = act(z[b] + bias + h_prev[b] @ w_hh_t) for rows b < rows. z: rows of H at stride ld_z, holding x_t W_ih^T
+// on entry (and the bias, where bias is nullptr); bias: (H) or nullptr; h_prev: rows of H at stride ld_h; w_hh_t:
+// W_hh transposed, (H, H) row-major (k-major), so each input unit's weights to all outputs are contiguous.
 template <typename scalar_t, Activation A>
-void forward_step_small(scalar_t* z, int64_t ld_z, const scalar_t* h_prev, int64_t ld_h, const scalar_t* w_hh_t,
-                        int64_t H, int64_t rows);
+void forward_step_small(scalar_t* z, int64_t ld_z, const scalar_t* bias, const scalar_t* h_prev, int64_t ld_h,
+                        const scalar_t* w_hh_t, int64_t H, int64_t rows);
 
 // For rows b < rows: grad_z[b] = act'(grad_z[b] + grad_h[b]) given the saved h[b], then grad_h[b] = grad_z[b] @
 // w_hh (dL/dh_{t-1}). grad_z and h: rows of H at stride ld; grad_h: rows of H, contiguous; w_hh: (H, H)
@@ -71,9 +71,9 @@ void step_product(scalar_t* C, int64_t ldc, const scalar_t* A, int64_t lda, cons
 // The activation passes of the BLAS path (hidden sizes above kSmallStepMaxHidden), compiled per instruction set
 // like the kernels above: the extension's own baseline build would run them 4 lanes wide, which at batch 16,
 // hidden 512 was a fifth of the step.
-// z[b] = act(z[b]) for rows b < rows; z: rows of H at stride ld.
+// z[b] = act(z[b] + bias) for rows b < rows; z: rows of H at stride ld; bias: (H), or nullptr for none.
 template <typename scalar_t, Activation A>
-void activate_rows(scalar_t* z, int64_t ld, int64_t H, int64_t rows);
+void activate_rows(scalar_t* z, int64_t ld, const scalar_t* bias, int64_t H, int64_t rows);
 
 // grad_z[b] = act'(grad_z[b] + grad_h[b]) given the saved h[b], for rows b < rows: the first half of
 // backward_step_small. grad_z and h: rows of H at stride ld; grad_h: rows of H, contiguous.

@@ -161,8 +161,10 @@ CudaPath choose_path(const ElmanSizes& s, at::ScalarType dtype, bool packed) {
   return pays ? CudaPath::Persistent : CudaPath::General;
 }
 
-void forward_recurrence_cuda(at::Tensor& output, const at::Tensor& hx, const at::Tensor& weight_hh, at::Tensor& h_n,
-                             const ElmanSizes& s, const int64_t* batch_sizes, bool relu) {
+// The bias is always in output already: this backend leaves it to the projection (elman_layer.h).
+void forward_recurrence_cuda(at::Tensor& output, const at::Tensor& hx, const at::Tensor& weight_hh,
+                             const at::Tensor& /*bias*/, at::Tensor& h_n, const ElmanSizes& s,
+                             const int64_t* batch_sizes, bool relu) {
   const c10::cuda::CUDAGuard guard(output.device());
   const CudaPath path = choose_path(s, output.scalar_type(), batch_sizes != nullptr);
   if (path == CudaPath::Cluster) {

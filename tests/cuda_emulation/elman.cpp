@@ -41,8 +41,9 @@ cluster::ClusterPlan cluster_plan(const ElmanSizes& s) {
 
 // The recurrences, as elman_persistent.cu and elman_cluster.cu run them; h_n poisoned first, so that an
 // unwritten value shows.
-void emulated_forward(at::Tensor& output, const at::Tensor& hx, const at::Tensor& weight_hh, at::Tensor& h_n,
-                      const ElmanSizes& s, const int64_t* batch_sizes, bool relu) {
+void emulated_forward(at::Tensor& output, const at::Tensor& hx, const at::Tensor& weight_hh,
+                      const at::Tensor& /*bias: in output already*/, at::Tensor& h_n, const ElmanSizes& s,
+                      const int64_t* batch_sizes, bool relu) {
   check(batch_sizes, output);
   h_n.fill_(std::numeric_limits<float>::quiet_NaN());
   RNNFAST_DISPATCH_ACTIVATION(relu, act, [&] {

@@ -28,8 +28,9 @@ struct EmulatedLaunch {
 };
 
 // h_n poisoned first, so that a value the kernels never write shows.
-void emulated_forward(at::Tensor& output, const at::Tensor& hx, const at::Tensor& weight_hh, at::Tensor& h_n,
-                      const ElmanSizes& s, const int64_t* batch_sizes, bool relu) {
+void emulated_forward(at::Tensor& output, const at::Tensor& hx, const at::Tensor& weight_hh,
+                      const at::Tensor& /*bias: in output already*/, at::Tensor& h_n, const ElmanSizes& s,
+                      const int64_t* batch_sizes, bool relu) {
   h_n.fill_(std::numeric_limits<double>::quiet_NaN());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, output.scalar_type(), "emulated_fused_step_forward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
