@@ -177,7 +177,8 @@ __attribute__((always_inline)) inline void backward_body(scalar_t* grad_z, const
     product_body<USE_FMA>(C, ldc, A, lda, packed, rows, K, N, accumulate);                                        \
   }                                                                                                               \
   template <typename scalar_t, Activation A>                                                                      \
-  TARGET_ATTRIBUTE void activate_##SUFFIX(scalar_t* z, int64_t ld, const scalar_t* bias, int64_t H, int64_t rows) { \
+  TARGET_ATTRIBUTE void activate_##SUFFIX(scalar_t* z, int64_t ld, const scalar_t* bias, int64_t H,             \
+                                          int64_t rows) {                                                         \
     activate_body<scalar_t, A>(z, ld, bias, H, rows);                                                             \
   }                                                                                                               \
   template <typename scalar_t, Activation A>                                                                      \
